@@ -1,0 +1,178 @@
+//! Wiring: [`Application::build`] opens the database, migrates, loads and checks the registry,
+//! binds the listener (port 0 works, and [`Application::address`] reports the real one) and
+//! starts the long-lived tasks; [`Application::run`] serves until the shutdown token fires and
+//! then drains (SPEC §6: stop accepting, close sockets with 1001, drain within the deadline,
+//! stop the listener, stop the embedded server).
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::db::{self, DatabaseHandle, DbError};
+use crate::hub::Hub;
+use crate::listener::{self, Listener, ListenerStatus};
+use crate::matcher::Matcher;
+use crate::recompute::{Recompute, Scheduler};
+use crate::registry::{Registry, RegistryError};
+use crate::telemetry::Metrics;
+
+/// Notifications buffered between the listener and the dispatcher.
+const FEED_CAPACITY: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Database(#[from] DbError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("cannot listen on {address}: {source}")]
+    Bind { address: SocketAddr, source: std::io::Error },
+    #[error("demo seed failed: {0}")]
+    Seed(sqlx::Error),
+}
+
+/// Everything a request handler or socket task may need; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub registry: Arc<Registry>,
+    pub auth: Arc<Authenticator>,
+    pub pool: PgPool,
+    pub hub: Arc<Hub>,
+    pub metrics: Arc<Metrics>,
+    pub listener: Arc<ListenerStatus>,
+    pub shutdown: CancellationToken,
+    pub sockets: TaskTracker,
+    pub next_socket: Arc<AtomicU64>,
+    pub address: SocketAddr,
+}
+
+pub struct Application {
+    state: AppState,
+    tcp: TcpListener,
+    database: DatabaseHandle,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        let database = DatabaseHandle::open(&config).await?;
+        match Self::build_on(config, &database).await {
+            Ok((state, tcp, tasks)) => Ok(Application { state, tcp, database, tasks }),
+            Err(err) => {
+                database.close().await;
+                Err(err)
+            }
+        }
+    }
+
+    async fn build_on(config: Config, database: &DatabaseHandle) -> Result<(AppState, TcpListener, Vec<JoinHandle<()>>), StartError> {
+        let pool = db::connect_pool(&database.url, &config).await?;
+        if config.migrate {
+            db::migrate(&pool).await?;
+        }
+        let registry = Registry::load(&config.queries_dir)?;
+        registry.check(&pool).await?;
+        if config.demo {
+            seed_demo(&pool).await?;
+        }
+        let tcp = TcpListener::bind(config.listen).await.map_err(|source| StartError::Bind { address: config.listen, source })?;
+        let address = tcp.local_addr().map_err(|source| StartError::Bind { address: config.listen, source })?;
+        tracing::info!(%address, queries = registry.len(), "statgate listening");
+
+        let metrics = Arc::new(Metrics::new());
+        let matcher = Arc::new(Matcher::new());
+        let scheduler = Arc::new(Scheduler::new());
+        let hub = Arc::new(Hub::new(matcher.clone(), scheduler.clone(), metrics.clone()));
+        let status = Arc::new(ListenerStatus::default());
+        let shutdown = CancellationToken::new();
+        let (events_tx, events_rx) = mpsc::channel(FEED_CAPACITY);
+
+        let feed = Listener { database_url: database.url.clone(), events: events_tx, status: status.clone(), metrics: metrics.clone() };
+        let recompute = Recompute {
+            pool: pool.clone(),
+            hub: hub.clone(),
+            scheduler: scheduler.clone(),
+            metrics: metrics.clone(),
+            batch_size: config.recompute_batch,
+            concurrency: config.recompute_concurrency,
+        };
+        let tasks = vec![
+            tokio::spawn(feed.run(shutdown.clone())),
+            tokio::spawn(listener::dispatch(events_rx, matcher, hub.clone(), scheduler, metrics.clone())),
+            tokio::spawn(recompute.run(shutdown.clone())),
+        ];
+        let state = AppState {
+            auth: Arc::new(Authenticator::new(&config)),
+            config: Arc::new(config),
+            registry: Arc::new(registry),
+            pool,
+            hub,
+            metrics,
+            listener: status,
+            shutdown,
+            sockets: TaskTracker::new(),
+            next_socket: Arc::new(AtomicU64::new(1)),
+            address,
+        };
+        Ok((state, tcp, tasks))
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.state.address
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Cancelling this token starts the graceful shutdown.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.state.shutdown.clone()
+    }
+
+    /// Serves until the shutdown token is cancelled, then drains and stops everything.
+    pub async fn run(self) -> Result<(), std::io::Error> {
+        let Application { state, tcp, database, tasks } = self;
+        let router = crate::http::router(state.clone());
+        let shutdown = state.shutdown.clone();
+        let served = axum::serve(tcp, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        state.shutdown.cancel();
+        state.sockets.close();
+        let grace = state.config.shutdown_grace;
+        if tokio::time::timeout(grace, state.sockets.wait()).await.is_err() {
+            tracing::warn!(grace_secs = grace.as_secs(), "some sockets did not drain before the deadline");
+        }
+        for task in tasks {
+            task.abort();
+            let _ = task.await;
+        }
+        state.pool.close().await;
+        database.close().await;
+        tracing::info!("statgate stopped");
+        served
+    }
+}
+
+/// Seeds the example data when the demo seed function exists (idempotent).
+async fn seed_demo(pool: &PgPool) -> Result<(), StartError> {
+    let exists: bool = sqlx::query_scalar("select to_regproc('statgate_demo_seed') is not null")
+        .fetch_one(pool)
+        .await
+        .map_err(StartError::Seed)?;
+    if exists {
+        sqlx::query("select statgate_demo_seed()").execute(pool).await.map_err(StartError::Seed)?;
+    }
+    Ok(())
+}

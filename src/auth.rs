@@ -1,0 +1,327 @@
+//! Who is calling, and what they may receive: JWT verification (the caller's identity) and
+//! the stateless subscription token that statgate signs itself (SPEC §4).
+//!
+//! The subscription token is `base64url(claims JSON) "." base64url(HMAC-SHA256)`. Any node
+//! holding one of the configured keys can verify it, so a client may subscribe on one node
+//! and connect to another. The first key signs; every key verifies (rotation). This module
+//! never logs a token or a secret, and its errors never contain one.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::config::{Config, Secret};
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Tokens longer than this are refused before any decoding work.
+const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing authToken")]
+    MissingJwt,
+    #[error("authToken expired")]
+    ExpiredJwt,
+    #[error("invalid authToken: {0}")]
+    InvalidJwt(String),
+    #[error("invalid subscription token")]
+    InvalidToken,
+    #[error("subscription token expired")]
+    ExpiredToken,
+    #[error("the subscription token belongs to another user")]
+    UserMismatch,
+}
+
+/// The claims statgate reads from an authToken; every other claim is kept for `auth` rules.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct Claims {
+    pub sub: String,
+    pub exp: u64,
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Claims {
+    /// A claim as a string, for `auth` rules (`sub` and any other string or number claim).
+    pub fn claim(&self, name: &str) -> Option<String> {
+        if name == "sub" {
+            return Some(self.sub.clone());
+        }
+        match self.other.get(name)? {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            serde_json::Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        }
+    }
+}
+
+/// What a subscription token binds: the user, the query, its canonical args, an expiry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenClaims {
+    #[serde(rename = "u")]
+    pub user: String,
+    #[serde(rename = "q")]
+    pub query: String,
+    /// Canonical JSON of the validated args (the part after `::` in the signature).
+    #[serde(rename = "a")]
+    pub args: String,
+    /// Expiry, seconds since the Unix epoch.
+    #[serde(rename = "e")]
+    pub expires: u64,
+}
+
+impl TokenClaims {
+    pub fn signature(&self) -> String {
+        format!("{}::{}", self.query, self.args)
+    }
+}
+
+/// Verifies authTokens and signs/verifies subscription tokens.
+pub struct Authenticator {
+    jwt_keys: Vec<DecodingKey>,
+    jwt_signing_key: EncodingKey,
+    validation: Validation,
+    token_keys: Vec<HmacSha256>,
+    token_ttl: Duration,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator").finish_non_exhaustive()
+    }
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl Authenticator {
+    pub fn new(config: &Config) -> Self {
+        Self::from_parts(
+            &config.jwt_secrets,
+            &config.token_secrets,
+            config.jwt_audience.as_deref(),
+            config.jwt_issuer.as_deref(),
+            config.token_ttl,
+        )
+    }
+
+    pub fn from_parts(
+        jwt_secrets: &[Secret],
+        token_secrets: &[Secret],
+        audience: Option<&str>,
+        issuer: Option<&str>,
+        token_ttl: Duration,
+    ) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        match audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        if let Some(iss) = issuer {
+            validation.set_issuer(&[iss]);
+        }
+        let token_keys = token_secrets
+            .iter()
+            .filter_map(|secret| HmacSha256::new_from_slice(secret.expose().as_bytes()).ok())
+            .collect();
+        let signing = jwt_secrets.first().map(|s| s.expose().as_bytes()).unwrap_or_default();
+        Authenticator {
+            jwt_keys: jwt_secrets
+                .iter()
+                .map(|secret| DecodingKey::from_secret(secret.expose().as_bytes()))
+                .collect(),
+            jwt_signing_key: EncodingKey::from_secret(signing),
+            validation,
+            token_keys,
+            token_ttl,
+        }
+    }
+
+    /// Verifies an authToken against every configured JWT secret.
+    pub fn verify_jwt(&self, jwt: &str) -> Result<Claims, AuthError> {
+        if jwt.is_empty() {
+            return Err(AuthError::MissingJwt);
+        }
+        if jwt.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::InvalidJwt("too long".into()));
+        }
+        let mut last = AuthError::InvalidJwt("no key configured".into());
+        for key in &self.jwt_keys {
+            match jsonwebtoken::decode::<Claims>(jwt, key, &self.validation) {
+                Ok(data) => return Ok(data.claims),
+                Err(err) => {
+                    use jsonwebtoken::errors::ErrorKind;
+                    last = match err.kind() {
+                        ErrorKind::ExpiredSignature => return Err(AuthError::ExpiredJwt),
+                        ErrorKind::InvalidSignature => AuthError::InvalidJwt("bad signature".into()),
+                        ErrorKind::InvalidAudience => return Err(AuthError::InvalidJwt("wrong audience".into())),
+                        ErrorKind::InvalidIssuer => return Err(AuthError::InvalidJwt("wrong issuer".into())),
+                        ErrorKind::MissingRequiredClaim(claim) => {
+                            return Err(AuthError::InvalidJwt(format!("missing claim {claim}")))
+                        }
+                        ErrorKind::InvalidAlgorithm => return Err(AuthError::InvalidJwt("algorithm must be HS256".into())),
+                        _ => return Err(AuthError::InvalidJwt("malformed".into())),
+                    };
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// Mints an HS256 JWT with the first JWT secret (the `token` subcommand and demo mode).
+    pub fn mint_jwt(&self, sub: &str, ttl: Duration) -> Result<String, AuthError> {
+        let claims = Claims {
+            sub: sub.to_owned(),
+            exp: now_secs().saturating_add(ttl.as_secs()),
+            other: serde_json::Map::new(),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.jwt_signing_key)
+            .map_err(|err| AuthError::InvalidJwt(err.to_string()))
+    }
+
+    /// Signs a subscription token for `user`, valid for the configured lifetime.
+    pub fn sign_token(&self, user: &str, query: &str, canonical_args: &str) -> (String, TokenClaims) {
+        let claims = TokenClaims {
+            user: user.to_owned(),
+            query: query.to_owned(),
+            args: canonical_args.to_owned(),
+            expires: now_secs().saturating_add(self.token_ttl.as_secs()),
+        };
+        (self.encode_token(&claims), claims)
+    }
+
+    fn encode_token(&self, claims: &TokenClaims) -> String {
+        let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap_or_default());
+        let mac = match self.token_keys.first() {
+            Some(key) => {
+                let mut key = key.clone();
+                key.update(body.as_bytes());
+                key.finalize().into_bytes().to_vec()
+            }
+            None => Vec::new(),
+        };
+        format!("{body}.{}", URL_SAFE_NO_PAD.encode(mac))
+    }
+
+    /// Verifies a subscription token's MAC (constant time, every key) and expiry.
+    pub fn verify_token(&self, token: &str) -> Result<TokenClaims, AuthError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::InvalidToken);
+        }
+        let (body, mac) = token.split_once('.').ok_or(AuthError::InvalidToken)?;
+        let mac = URL_SAFE_NO_PAD.decode(mac).map_err(|_| AuthError::InvalidToken)?;
+        let verified = self.token_keys.iter().any(|key| {
+            let mut key = key.clone();
+            key.update(body.as_bytes());
+            key.verify_slice(&mac).is_ok()
+        });
+        if !verified {
+            return Err(AuthError::InvalidToken);
+        }
+        let json = URL_SAFE_NO_PAD.decode(body).map_err(|_| AuthError::InvalidToken)?;
+        let claims: TokenClaims = serde_json::from_slice(&json).map_err(|_| AuthError::InvalidToken)?;
+        if claims.expires <= now_secs() {
+            return Err(AuthError::ExpiredToken);
+        }
+        Ok(claims)
+    }
+}
+
+/// Extracts the JWT from an `Authorization: Bearer …` header value.
+pub fn bearer(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn authenticator(token_keys: &[&str]) -> Authenticator {
+        let keys: Vec<Secret> = token_keys.iter().map(|k| Secret::new(*k)).collect();
+        Authenticator::from_parts(
+            &[Secret::new("jwt-secret-0123456789abcdefghijklmnopqrstuv")],
+            &keys,
+            None,
+            None,
+            Duration::from_secs(60),
+        )
+    }
+
+    #[test]
+    fn a_token_verifies_and_names_its_signature() {
+        let auth = authenticator(&["key-one-0123456789abcdefghijklmnopqr"]);
+        let (token, claims) = auth.sign_token("u1", "posts/stats/commentCount", r#"{"postId":17}"#);
+        let verified = auth.verify_token(&token).expect("valid token");
+        assert_eq!(verified, claims);
+        assert_eq!(verified.signature(), r#"posts/stats/commentCount::{"postId":17}"#);
+    }
+
+    #[test]
+    fn a_token_signed_with_a_rotated_out_key_still_verifies_while_listed() {
+        let old = authenticator(&["old-key-0123456789abcdefghijklmnopqr"]);
+        let (token, _) = old.sign_token("u1", "q/f/g", "{}");
+        let rotated = authenticator(&["new-key-0123456789abcdefghijklmnopqr", "old-key-0123456789abcdefghijklmnopqr"]);
+        assert!(rotated.verify_token(&token).is_ok());
+        let dropped = authenticator(&["new-key-0123456789abcdefghijklmnopqr"]);
+        assert_eq!(dropped.verify_token(&token), Err(AuthError::InvalidToken));
+    }
+
+    #[test]
+    fn tampering_with_any_byte_breaks_the_token() {
+        let auth = authenticator(&["key-one-0123456789abcdefghijklmnopqr"]);
+        let (token, _) = auth.sign_token("u1", "posts/stats/commentCount", r#"{"postId":17}"#);
+        let bytes = token.as_bytes();
+        for index in 0..bytes.len() {
+            let mut tampered = bytes.to_vec();
+            tampered[index] = if tampered[index] == b'A' { b'B' } else { b'A' };
+            let tampered = String::from_utf8_lossy(&tampered).into_owned();
+            if tampered == token {
+                continue;
+            }
+            assert!(auth.verify_token(&tampered).is_err(), "byte {index} tampered still verifies");
+        }
+    }
+
+    #[test]
+    fn garbage_tokens_are_rejected_without_panicking() {
+        let auth = authenticator(&["key-one-0123456789abcdefghijklmnopqr"]);
+        for garbage in ["", ".", "a.b", "!!!.???", "x".repeat(20_000).as_str()] {
+            assert_eq!(auth.verify_token(garbage), Err(AuthError::InvalidToken));
+        }
+    }
+
+    #[test]
+    fn jwts_expire_and_are_checked_against_every_secret() {
+        let auth = authenticator(&["key-one-0123456789abcdefghijklmnopqr"]);
+        let jwt = auth.mint_jwt("alice", Duration::from_secs(60)).expect("mint");
+        assert_eq!(auth.verify_jwt(&jwt).expect("valid").sub, "alice");
+        let claims = Claims { sub: "alice".into(), exp: now_secs() - 10, other: Default::default() };
+        let expired = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(b"jwt-secret-0123456789abcdefghijklmnopqrstuv"),
+        )
+        .expect("encode");
+        assert_eq!(auth.verify_jwt(&expired), Err(AuthError::ExpiredJwt));
+        assert!(matches!(auth.verify_jwt("not.a.jwt"), Err(AuthError::InvalidJwt(_))));
+        assert_eq!(auth.verify_jwt(""), Err(AuthError::MissingJwt));
+    }
+
+    #[test]
+    fn bearer_headers_are_parsed() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer  abc "), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+    }
+}

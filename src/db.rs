@@ -1,0 +1,78 @@
+//! The database: where it comes from (external or embedded), the pool, and migrations.
+//!
+//! Recompute statements run on the pool with a server-side `statement_timeout`, so a slow
+//! query cannot hold a connection forever. The LISTEN connection is not from this pool
+//! (see `listener`).
+
+use std::time::Duration;
+
+use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+use crate::config::{Config, Database};
+use crate::embedded::{EmbeddedError, EmbeddedOptions, EmbeddedPostgres};
+
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// The database the embedded server serves to statgate.
+const EMBEDDED_DATABASE: &str = "postgres";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("invalid DATABASE_URL: {0}")]
+    Url(sqlx::Error),
+    #[error("cannot connect to PostgreSQL: {0}")]
+    Connect(sqlx::Error),
+    #[error("migrations failed: {0}")]
+    Migrate(#[from] MigrateError),
+    #[error(transparent)]
+    Embedded(#[from] EmbeddedError),
+}
+
+/// A connection URL and, for the embedded server, the handle that keeps it running.
+pub struct DatabaseHandle {
+    pub url: String,
+    pub embedded: Option<EmbeddedPostgres>,
+}
+
+impl DatabaseHandle {
+    /// Uses `DATABASE_URL`, or starts the embedded server.
+    pub async fn open(config: &Config) -> Result<Self, DbError> {
+        match &config.database {
+            Database::External(url) => Ok(DatabaseHandle { url: url.expose().to_owned(), embedded: None }),
+            Database::Embedded { data_dir } => {
+                let options = EmbeddedOptions { data_dir: data_dir.clone(), ..EmbeddedOptions::default() };
+                let server = EmbeddedPostgres::start(options).await?;
+                Ok(DatabaseHandle { url: server.url(EMBEDDED_DATABASE), embedded: Some(server) })
+            }
+        }
+    }
+
+    /// Stops the embedded server, if there is one.
+    pub async fn close(mut self) {
+        if let Some(server) = self.embedded.as_mut() {
+            if let Err(err) = server.stop().await {
+                tracing::warn!(error = %err, "embedded postgresql did not stop cleanly");
+            }
+        }
+    }
+}
+
+/// Connects the recompute pool, with the statement timeout set on every connection.
+pub async fn connect_pool(url: &str, config: &Config) -> Result<PgPool, DbError> {
+    let timeout_ms = config.statement_timeout.as_millis().to_string();
+    let options: PgConnectOptions = url.parse().map_err(DbError::Url)?;
+    let options = options.options([("statement_timeout", timeout_ms.as_str())]).application_name("statgate");
+    PgPoolOptions::new()
+        .max_connections(config.pool_size)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await
+        .map_err(DbError::Connect)
+}
+
+pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}

@@ -1,0 +1,98 @@
+//! The one place where errors become HTTP responses.
+//!
+//! Every error body is `{"error":{"code","message","details"}}`. Bad input is always a 4xx
+//! with a precise message; a 5xx body is generic and its cause is logged, never returned.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use crate::auth::AuthError;
+use crate::registry::args::ArgsError;
+use crate::registry::Forbidden;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidJson(String),
+    #[error("{0}")]
+    InvalidArgs(#[from] ArgsError),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("unknown query {0:?}")]
+    UnknownQuery(String),
+    #[error("{0}")]
+    Unauthorized(#[from] AuthError),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("request body exceeds {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("content type must be application/json")]
+    UnsupportedMediaType,
+    #[error("no route for {0}")]
+    NotFound(String),
+    #[error("not ready: {0}")]
+    NotReady(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl From<Forbidden> for ApiError {
+    fn from(err: Forbidden) -> Self {
+        ApiError::Forbidden(err.to_string())
+    }
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidJson(_) | ApiError::InvalidArgs(_) | ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnknownQuery(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unauthorized(AuthError::UserMismatch) => StatusCode::FORBIDDEN,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidJson(_) => "invalid_json",
+            ApiError::InvalidArgs(_) => "invalid_args",
+            ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::UnknownQuery(_) => "unknown_query",
+            ApiError::Unauthorized(AuthError::UserMismatch) => "forbidden",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::NotReady(_) => "not_ready",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    fn details(&self) -> Value {
+        match self {
+            ApiError::InvalidArgs(err) => json!(err.problems),
+            _ => Value::Null,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(cause) = &self {
+            tracing::error!(error = %cause, "request failed");
+        }
+        let body = json!({ "error": { "code": self.code(), "message": self.to_string(), "details": self.details() } });
+        let mut response = (self.status(), axum::Json(body)).into_response();
+        if matches!(self, ApiError::Unauthorized(ref err) if *err != AuthError::UserMismatch) {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

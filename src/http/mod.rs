@@ -1,0 +1,64 @@
+//! HTTP endpoints (SPEC §4): subscribe, health, readiness, metrics, the query list, and the
+//! WebSocket route. Handlers are thin: they parse, call the domain modules, and map errors
+//! through [`error::ApiError`].
+
+pub mod error;
+mod subscribe;
+
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::app::AppState;
+use error::ApiError;
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.limits.max_body_bytes;
+    Router::new()
+        .route("/realtime/subscribe", post(subscribe::subscribe))
+        .route("/realtime/ws", get(crate::ws::upgrade))
+        .route("/realtime/queries", get(queries))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// 200 only while the LISTEN connection and the pool both work.
+async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    if !state.listener.is_connected() {
+        return Err(ApiError::NotReady("the LISTEN connection is down".into()));
+    }
+    let ping = sqlx::query("select 1").execute(&state.pool);
+    match tokio::time::timeout(Duration::from_secs(2), ping).await {
+        Ok(Ok(_)) => Ok(Json(json!({ "status": "ready" }))),
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "readiness: pool check failed");
+            Err(ApiError::NotReady("the database pool is not answering".into()))
+        }
+        Err(_) => Err(ApiError::NotReady("the database pool did not answer within 2 s".into())),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render()).into_response()
+}
+
+async fn queries(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(json!({ "queries": state.registry.describe() }))
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::NotFound(uri.path().to_owned())
+}

@@ -1,0 +1,23 @@
+//! statgate: a realtime subscription gateway between PostgreSQL and browsers.
+//!
+//! PostgreSQL triggers keep aggregate tables exact and NOTIFY when they change; statgate
+//! matches each change to the subscriptions it affects, recomputes each affected value once,
+//! and pushes it over WebSockets. `../shared/SPEC.md` is the contract; the module names below
+//! follow its moving parts.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod embedded;
+pub mod http;
+pub mod hub;
+pub mod listener;
+pub mod matcher;
+pub mod recompute;
+pub mod registry;
+pub mod telemetry;
+pub mod ws;
+
+pub use app::{AppState, Application};
+pub use config::Config;

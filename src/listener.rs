@@ -1,0 +1,241 @@
+//! The change feed: one dedicated connection doing `LISTEN statgate_changes`, and the task
+//! that turns each notification into due signatures.
+//!
+//! Notifications sent while the connection is down are lost by PostgreSQL's design, so every
+//! (re)connect is followed by a resync: every active signature is recomputed and the ones that
+//! changed are pushed (SPEC §6). `/readyz` reports 503 while the connection is down. The
+//! connection is separate from the pool, so pool exhaustion never blocks the feed.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+use sqlx::postgres::PgListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::Hub;
+use crate::matcher::{Change, Matcher, TableName};
+use crate::recompute::Scheduler;
+use crate::telemetry::Metrics;
+
+pub const CHANNEL: &str = "statgate_changes";
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+
+/// What the listener hands to the dispatcher.
+#[derive(Debug)]
+pub enum FeedEvent {
+    Change(Change),
+    /// Notifications may have been lost: recompute everything.
+    Resync,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PayloadError {
+    #[error("payload is not JSON: {0}")]
+    Json(String),
+    #[error("unsupported payload version {0}")]
+    Version(u64),
+}
+
+#[derive(Deserialize)]
+struct Payload {
+    v: u64,
+    #[serde(default = "public")]
+    schema: String,
+    table: String,
+    #[serde(default)]
+    op: String,
+    #[serde(default)]
+    rows: HashMap<String, Value>,
+    #[serde(default)]
+    overflow: bool,
+    at: Option<i64>,
+}
+
+fn public() -> String {
+    "public".to_owned()
+}
+
+/// Parses a `statgate_changes` payload (SPEC §2). A column whose value is not a list is
+/// treated as a list of one.
+pub fn parse_payload(payload: &str) -> Result<Change, PayloadError> {
+    let parsed: Payload = serde_json::from_str(payload).map_err(|err| PayloadError::Json(err.to_string()))?;
+    if parsed.v != 1 {
+        return Err(PayloadError::Version(parsed.v));
+    }
+    let rows = parsed
+        .rows
+        .into_iter()
+        .map(|(column, values)| match values {
+            Value::Array(values) => (column, values),
+            single => (column, vec![single]),
+        })
+        .collect();
+    Ok(Change {
+        table: TableName { schema: parsed.schema, table: parsed.table },
+        op: parsed.op,
+        rows,
+        overflow: parsed.overflow,
+        at_micros: parsed.at,
+    })
+}
+
+/// Whether the LISTEN connection is up, for `/readyz`.
+#[derive(Debug, Default)]
+pub struct ListenerStatus {
+    connected: AtomicBool,
+}
+
+impl ListenerStatus {
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, connected: bool, metrics: &Metrics) {
+        self.connected.store(connected, Ordering::Relaxed);
+        metrics.listener_connected.set(i64::from(connected));
+    }
+}
+
+/// The listener task: connects (with back-off), LISTENs, forwards, reconnects.
+pub struct Listener {
+    pub database_url: String,
+    pub events: mpsc::Sender<FeedEvent>,
+    pub status: Arc<ListenerStatus>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Listener {
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut first = true;
+        while !shutdown.is_cancelled() {
+            let Some(mut listener) = self.connect(&shutdown).await else {
+                break;
+            };
+            self.status.set(true, &self.metrics);
+            if !first {
+                self.metrics.listener_reconnects.inc();
+                tracing::info!("listener reconnected, resyncing every signature");
+            }
+            first = false;
+            if self.events.send(FeedEvent::Resync).await.is_err() {
+                break;
+            }
+            self.forward(&mut listener, &shutdown).await;
+            self.status.set(false, &self.metrics);
+        }
+        self.status.set(false, &self.metrics);
+    }
+
+    /// Connects and LISTENs, retrying with capped exponential back-off until shutdown.
+    async fn connect(&self, shutdown: &CancellationToken) -> Option<PgListener> {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let attempt = async {
+                let mut listener = PgListener::connect(&self.database_url).await?;
+                listener.ignore_pool_close_event(true);
+                listener.listen(CHANNEL).await?;
+                Ok::<_, sqlx::Error>(listener)
+            };
+            match attempt.await {
+                Ok(listener) => return Some(listener),
+                Err(err) => tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "listener cannot connect"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Forwards notifications until the connection drops or shutdown.
+    async fn forward(&self, listener: &mut PgListener, shutdown: &CancellationToken) {
+        loop {
+            let received = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                received = listener.try_recv() => received,
+            };
+            let notification = match received {
+                Ok(Some(notification)) => notification,
+                Ok(None) => {
+                    tracing::warn!("listener connection lost");
+                    return;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "listener connection failed");
+                    return;
+                }
+            };
+            self.metrics.notifications.inc();
+            let event = match parse_payload(notification.payload()) {
+                Ok(change) => FeedEvent::Change(change),
+                Err(err) => {
+                    self.metrics.notification_errors.inc();
+                    tracing::warn!(error = %err, "unreadable change payload, resyncing to be safe");
+                    FeedEvent::Resync
+                }
+            };
+            if self.events.send(event).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// The dispatch task: matches each change and marks the signatures it touches as due.
+pub async fn dispatch(mut events: mpsc::Receiver<FeedEvent>, matcher: Arc<Matcher>, hub: Arc<Hub>, scheduler: Arc<Scheduler>, metrics: Arc<Metrics>) {
+    while let Some(event) = events.recv().await {
+        match event {
+            FeedEvent::Change(change) => {
+                let matched = matcher.matches(&change);
+                metrics.matched_signatures.inc_by(matched.len() as u64);
+                for id in &matched {
+                    if let Some(signature) = hub.get(*id) {
+                        signature.note_change(change.at_micros);
+                    }
+                }
+                scheduler.mark_due(matched);
+            }
+            FeedEvent::Resync => {
+                metrics.resyncs.inc();
+                scheduler.mark_due(hub.all_ids());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn payloads_parse_into_changes() {
+        let change = parse_payload(r#"{"v":1,"schema":"public","table":"post_stats","op":"UPDATE","rows":{"post_id":[3,99]},"at":1700000000000000}"#)
+            .expect("parses");
+        assert_eq!(change.table, TableName::parse("post_stats"));
+        assert_eq!(change.rows["post_id"], vec![json!(3), json!(99)]);
+        assert_eq!(change.at_micros, Some(1_700_000_000_000_000));
+        assert!(!change.overflow);
+    }
+
+    #[test]
+    fn overflow_payloads_have_no_rows() {
+        let change = parse_payload(r#"{"v":1,"table":"post_stats","op":"INSERT","overflow":true}"#).expect("parses");
+        assert!(change.overflow);
+        assert_eq!(change.table.schema, "public");
+    }
+
+    #[test]
+    fn bad_payloads_are_errors_not_panics() {
+        for bad in ["", "{", "[]", "null", r#"{"v":2,"table":"t"}"#, r#"{"v":1}"#, r#"{"v":1,"table":5}"#, r#"{"v":1,"table":"t","rows":[1]}"#] {
+            assert!(parse_payload(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! The `statgate` binary: parse the command line, start logging, run the chosen command.
+
+use anyhow::Context;
+use clap::Parser;
+use statgate::auth::Authenticator;
+use statgate::config::{Cli, Command};
+use statgate::db::{self, DatabaseHandle};
+use statgate::registry::Registry;
+use statgate::Application;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    statgate::telemetry::init_logging();
+    let cli = Cli::parse();
+    let config = cli.settings.into_config()?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config).await,
+        Command::Migrate => {
+            let database = DatabaseHandle::open(&config).await?;
+            let result = async {
+                let pool = db::connect_pool(&database.url, &config).await?;
+                db::migrate(&pool).await?;
+                anyhow::Ok(())
+            }
+            .await;
+            database.close().await;
+            result?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Check => {
+            let registry = Registry::load(&config.queries_dir)?;
+            let database = DatabaseHandle::open(&config).await?;
+            let result = async {
+                let pool = db::connect_pool(&database.url, &config).await?;
+                registry.check(&pool).await?;
+                anyhow::Ok(())
+            }
+            .await;
+            database.close().await;
+            result?;
+            println!("{} queries ok", registry.len());
+            Ok(())
+        }
+        Command::Token { sub, ttl } => {
+            let token = Authenticator::new(&config).mint_jwt(&sub, ttl)?;
+            println!("{token}");
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: statgate::Config) -> anyhow::Result<()> {
+    let demo = config.demo;
+    let app = Application::build(config).await.context("statgate could not start")?;
+    if demo {
+        let token = app.state().auth.mint_jwt("alice", std::time::Duration::from_secs(24 * 3600))?;
+        println!("\n  statgate demo is running: open http://{}/\n  demo user alice, JWT: {token}\n", app.address());
+    }
+    let shutdown = app.shutdown_token();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received, draining");
+        shutdown.cancel();
+    });
+    app.run().await?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,436 @@
+//! The matcher: which active signatures does one change notification touch?
+//!
+//! Every signature registers its concrete watch entries (table + column constraints built from
+//! its args). The index maps `(table, column, kind, value)` to entries, so a notification costs
+//! time proportional to the values it carries and the entries it matches, not to the number of
+//! subscriptions. Candidates found through one indexed column are then checked against the
+//! whole overlap rule of SPEC §3:
+//!
+//! * a change overlaps an entry when, for **every** constrained column that the payload
+//!   carries, some payload value satisfies the constraint (equality with any of the entry's
+//!   values, or membership in its range);
+//! * a column the payload does not carry constrains nothing;
+//! * an entry without constraints, and an `overflow` payload, match the whole table.
+//!
+//! The matcher never misses: when in doubt (a payload value of an unexpected shape) it matches.
+//! It owns no I/O and never blocks on anything but its own short lock.
+
+pub mod key;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::RwLock;
+
+use serde_json::Value;
+
+pub use key::{key_of, Key, KeyKind};
+
+/// A schema-qualified table name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TableName {
+    pub schema: String,
+    pub table: String,
+}
+
+impl TableName {
+    /// Parses `table` or `schema.table` (default schema `public`).
+    pub fn parse(name: &str) -> Self {
+        match name.split_once('.') {
+            Some((schema, table)) => TableName { schema: schema.to_owned(), table: table.to_owned() },
+            None => TableName { schema: "public".to_owned(), table: name.to_owned() },
+        }
+    }
+}
+
+/// A bound of a range constraint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bound {
+    pub key: Key,
+    pub inclusive: bool,
+}
+
+/// What one column of a watch entry requires of a change's values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Constraint {
+    /// The column equals one of these keys (a scalar arg gives one, an array arg several).
+    AnyOf(Vec<Key>),
+    /// The column lies in this range; a missing bound is unbounded.
+    Range { lower: Option<Bound>, upper: Option<Bound> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnConstraint {
+    pub column: String,
+    pub kind: KeyKind,
+    pub constraint: Constraint,
+}
+
+impl ColumnConstraint {
+    /// Whether some value of the payload satisfies this constraint. Nulls satisfy nothing;
+    /// values of an unreadable shape satisfy everything.
+    fn overlaps(&self, values: &[Value]) -> bool {
+        values.iter().any(|value| {
+            if value.is_null() {
+                return false;
+            }
+            match key_of(self.kind, value) {
+                Some(key) => self.admits(&key),
+                None => true,
+            }
+        })
+    }
+
+    fn admits(&self, key: &Key) -> bool {
+        match &self.constraint {
+            Constraint::AnyOf(keys) => keys.contains(key),
+            Constraint::Range { lower, upper } => {
+                let above = lower.as_ref().is_none_or(|b| if b.inclusive { key >= &b.key } else { key > &b.key });
+                let below = upper.as_ref().is_none_or(|b| if b.inclusive { key <= &b.key } else { key < &b.key });
+                above && below
+            }
+        }
+    }
+}
+
+/// One concrete watch entry of one signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchEntry {
+    pub table: TableName,
+    pub constraints: Vec<ColumnConstraint>,
+}
+
+/// A parsed change notification (SPEC §2).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub table: TableName,
+    pub op: String,
+    /// Per watched column, the distinct values of the statement's old and new rows.
+    pub rows: HashMap<String, Vec<Value>>,
+    /// The payload was too large: every subscription on the table matches.
+    pub overflow: bool,
+    /// Commit-side timestamp, microseconds since the Unix epoch.
+    pub at_micros: Option<i64>,
+}
+
+impl WatchEntry {
+    /// The overlap rule of SPEC §3, evaluated directly (the index only narrows candidates).
+    pub fn overlaps(&self, change: &Change) -> bool {
+        if change.table != self.table {
+            return false;
+        }
+        if change.overflow {
+            return true;
+        }
+        self.constraints.iter().all(|c| match change.rows.get(&c.column) {
+            Some(values) => c.overlaps(values),
+            None => true,
+        })
+    }
+
+    /// The equality constraint used to index this entry: the one with the fewest keys.
+    fn index_column(&self) -> Option<&ColumnConstraint> {
+        self.constraints
+            .iter()
+            .filter_map(|c| match &c.constraint {
+                Constraint::AnyOf(keys) => Some((keys.len(), c)),
+                Constraint::Range { .. } => None,
+            })
+            .min_by_key(|(len, _)| *len)
+            .map(|(_, c)| c)
+    }
+}
+
+type EntryId = u64;
+
+/// Entries of one table, indexed by one equality column each.
+#[derive(Default)]
+struct TableIndex {
+    /// Entries without equality constraints (no constraint, or ranges only): always checked.
+    unindexed: HashSet<EntryId>,
+    /// (column, kind) → key → entries indexed on that column.
+    by_value: HashMap<(String, KeyKind), HashMap<Key, HashSet<EntryId>>>,
+    /// (column, kind) → every entry indexed on that column (for payloads lacking the column).
+    by_column: HashMap<(String, KeyKind), HashSet<EntryId>>,
+}
+
+impl TableIndex {
+    fn is_empty(&self) -> bool {
+        self.unindexed.is_empty() && self.by_column.is_empty()
+    }
+}
+
+struct Indexed {
+    signature: u64,
+    entry: WatchEntry,
+}
+
+#[derive(Default)]
+struct Index {
+    next_entry: EntryId,
+    entries: HashMap<EntryId, Indexed>,
+    by_signature: HashMap<u64, Vec<EntryId>>,
+    tables: HashMap<TableName, TableIndex>,
+}
+
+/// The shared index. Readers (the matching task) and writers (subscribe/unsubscribe) take a
+/// short lock; nothing awaits while holding it.
+#[derive(Default)]
+pub struct Matcher {
+    index: RwLock<Index>,
+}
+
+impl Matcher {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a signature's entries (replacing any it had).
+    pub fn insert(&self, signature: u64, entries: Vec<WatchEntry>) {
+        let mut index = self.index.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        index.remove(signature);
+        for entry in entries {
+            index.add(signature, entry);
+        }
+    }
+
+    pub fn remove(&self, signature: u64) {
+        let mut index = self.index.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        index.remove(signature);
+    }
+
+    /// The signatures a change overlaps, each once.
+    pub fn matches(&self, change: &Change) -> HashSet<u64> {
+        let index = self.index.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        index.matches(change)
+    }
+
+    /// Number of indexed entries (for tests and metrics).
+    pub fn len(&self) -> usize {
+        self.index.read().unwrap_or_else(|poisoned| poisoned.into_inner()).entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Index {
+    fn add(&mut self, signature: u64, entry: WatchEntry) {
+        let id = self.next_entry;
+        self.next_entry += 1;
+        let table = self.tables.entry(entry.table.clone()).or_default();
+        match entry.index_column() {
+            Some(column) => {
+                let slot = (column.column.clone(), column.kind);
+                if let Constraint::AnyOf(keys) = &column.constraint {
+                    let values = table.by_value.entry(slot.clone()).or_default();
+                    for key in keys {
+                        values.entry(key.clone()).or_default().insert(id);
+                    }
+                }
+                table.by_column.entry(slot).or_default().insert(id);
+            }
+            None => {
+                table.unindexed.insert(id);
+            }
+        }
+        self.by_signature.entry(signature).or_default().push(id);
+        self.entries.insert(id, Indexed { signature, entry });
+    }
+
+    fn remove(&mut self, signature: u64) {
+        let Some(ids) = self.by_signature.remove(&signature) else {
+            return;
+        };
+        for id in ids {
+            let Some(indexed) = self.entries.remove(&id) else {
+                continue;
+            };
+            let entry = indexed.entry;
+            let Some(table) = self.tables.get_mut(&entry.table) else {
+                continue;
+            };
+            match entry.index_column() {
+                Some(column) => {
+                    let slot = (column.column.clone(), column.kind);
+                    if let (Constraint::AnyOf(keys), Some(values)) = (&column.constraint, table.by_value.get_mut(&slot)) {
+                        for key in keys {
+                            if let Some(ids) = values.get_mut(key) {
+                                ids.remove(&id);
+                                if ids.is_empty() {
+                                    values.remove(key);
+                                }
+                            }
+                        }
+                        if values.is_empty() {
+                            table.by_value.remove(&slot);
+                        }
+                    }
+                    if let Some(all) = table.by_column.get_mut(&slot) {
+                        all.remove(&id);
+                        if all.is_empty() {
+                            table.by_column.remove(&slot);
+                        }
+                    }
+                }
+                None => {
+                    table.unindexed.remove(&id);
+                }
+            }
+            if table.is_empty() {
+                self.tables.remove(&entry.table);
+            }
+        }
+    }
+
+    fn matches(&self, change: &Change) -> HashSet<u64> {
+        let mut found = HashSet::new();
+        let Some(table) = self.tables.get(&change.table) else {
+            return found;
+        };
+        let mut check = |id: &EntryId| {
+            if let Some(indexed) = self.entries.get(id) {
+                if !found.contains(&indexed.signature) && indexed.entry.overlaps(change) {
+                    found.insert(indexed.signature);
+                }
+            }
+        };
+        table.unindexed.iter().for_each(&mut check);
+        for ((column, kind), all) in &table.by_column {
+            let values = match change.rows.get(column) {
+                Some(values) if !change.overflow => values,
+                _ => {
+                    all.iter().for_each(&mut check);
+                    continue;
+                }
+            };
+            let by_key = table.by_value.get(&(column.clone(), *kind));
+            for value in values {
+                if value.is_null() {
+                    continue;
+                }
+                match key_of(*kind, value) {
+                    Some(key) => {
+                        if let Some(ids) = by_key.and_then(|by_key| by_key.get(&key)) {
+                            ids.iter().for_each(&mut check);
+                        }
+                    }
+                    None => all.iter().for_each(&mut check),
+                }
+            }
+        }
+        found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn eq(column: &str, keys: Vec<i64>) -> ColumnConstraint {
+        ColumnConstraint {
+            column: column.into(),
+            kind: KeyKind::Int,
+            constraint: Constraint::AnyOf(keys.into_iter().map(Key::Int).collect()),
+        }
+    }
+
+    fn entry(table: &str, constraints: Vec<ColumnConstraint>) -> WatchEntry {
+        WatchEntry { table: TableName::parse(table), constraints }
+    }
+
+    fn change(table: &str, rows: Value) -> Change {
+        let rows = rows
+            .as_object()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_array().cloned().unwrap_or_default())).collect())
+            .unwrap_or_default();
+        Change { table: TableName::parse(table), op: "UPDATE".into(), rows, overflow: false, at_micros: None }
+    }
+
+    fn date_range(column: &str, from: &str, to: &str) -> ColumnConstraint {
+        ColumnConstraint {
+            column: column.into(),
+            kind: KeyKind::Date,
+            constraint: Constraint::Range {
+                lower: key_of(KeyKind::Date, &json!(from)).map(|key| Bound { key, inclusive: true }),
+                upper: key_of(KeyKind::Date, &json!(to)).map(|key| Bound { key, inclusive: false }),
+            },
+        }
+    }
+
+    #[test]
+    fn equality_matches_only_the_named_values() {
+        let m = Matcher::new();
+        m.insert(1, vec![entry("post_stats", vec![eq("post_id", vec![17])])]);
+        m.insert(2, vec![entry("post_stats", vec![eq("post_id", vec![18])])]);
+        assert_eq!(m.matches(&change("post_stats", json!({"post_id": [17, 99]}))), HashSet::from([1]));
+        assert!(m.matches(&change("post_stats", json!({"post_id": [5]}))).is_empty());
+        assert!(m.matches(&change("comments", json!({"post_id": [17]}))).is_empty());
+    }
+
+    #[test]
+    fn arrays_match_any_element() {
+        let m = Matcher::new();
+        m.insert(1, vec![entry("post_stats", vec![eq("post_id", vec![1, 2, 3])])]);
+        assert_eq!(m.matches(&change("post_stats", json!({"post_id": [3]}))), HashSet::from([1]));
+    }
+
+    #[test]
+    fn every_carried_column_must_overlap_and_missing_columns_constrain_nothing() {
+        let m = Matcher::new();
+        let text = |v: &str| ColumnConstraint {
+            column: "user_id".into(),
+            kind: KeyKind::Text,
+            constraint: Constraint::AnyOf(vec![Key::Text(v.into())]),
+        };
+        m.insert(1, vec![entry("measurement_rollups", vec![text("u1"), date_range("bucket_start", "2026-11-16", "2026-11-23")])]);
+        let inside = change("measurement_rollups", json!({"user_id": ["u1"], "bucket_start": ["2026-11-20"]}));
+        let outside = change("measurement_rollups", json!({"user_id": ["u1"], "bucket_start": ["2026-11-23"]}));
+        let other_user = change("measurement_rollups", json!({"user_id": ["u2"], "bucket_start": ["2026-11-20"]}));
+        let no_dates = change("measurement_rollups", json!({"user_id": ["u1"]}));
+        let no_users = change("measurement_rollups", json!({"bucket_start": ["2026-11-20"]}));
+        assert_eq!(m.matches(&inside), HashSet::from([1]));
+        assert!(m.matches(&outside).is_empty());
+        assert!(m.matches(&other_user).is_empty());
+        assert_eq!(m.matches(&no_dates), HashSet::from([1]));
+        assert_eq!(m.matches(&no_users), HashSet::from([1]));
+    }
+
+    #[test]
+    fn range_only_and_unconstrained_entries_are_checked_on_every_change() {
+        let m = Matcher::new();
+        m.insert(1, vec![entry("measurement_rollups", vec![date_range("bucket_start", "2026-01-01", "2026-02-01")])]);
+        m.insert(2, vec![entry("measurement_rollups", vec![])]);
+        assert_eq!(m.matches(&change("measurement_rollups", json!({"bucket_start": ["2026-01-31"]}))), HashSet::from([1, 2]));
+        assert_eq!(m.matches(&change("measurement_rollups", json!({"bucket_start": ["2026-02-01"]}))), HashSet::from([2]));
+    }
+
+    #[test]
+    fn overflow_matches_every_entry_of_the_table() {
+        let m = Matcher::new();
+        m.insert(1, vec![entry("post_stats", vec![eq("post_id", vec![1])])]);
+        m.insert(2, vec![entry("other", vec![])]);
+        let mut overflow = change("post_stats", json!({}));
+        overflow.overflow = true;
+        assert_eq!(m.matches(&overflow), HashSet::from([1]));
+    }
+
+    #[test]
+    fn nulls_match_nothing_and_unreadable_values_match_everything() {
+        let m = Matcher::new();
+        m.insert(1, vec![entry("post_stats", vec![eq("post_id", vec![1])])]);
+        assert!(m.matches(&change("post_stats", json!({"post_id": [null]}))).is_empty());
+        assert_eq!(m.matches(&change("post_stats", json!({"post_id": [{"odd": true}]}))), HashSet::from([1]));
+    }
+
+    #[test]
+    fn removing_a_signature_forgets_all_its_entries() {
+        let m = Matcher::new();
+        m.insert(1, vec![entry("post_stats", vec![eq("post_id", vec![1])]), entry("posts", vec![])]);
+        assert_eq!(m.len(), 2);
+        m.remove(1);
+        assert!(m.is_empty());
+        assert!(m.matches(&change("post_stats", json!({"post_id": [1]}))).is_empty());
+        assert!(m.matches(&change("posts", json!({}))).is_empty());
+    }
+}

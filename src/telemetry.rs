@@ -1,0 +1,120 @@
+//! Logs and metrics.
+//!
+//! Metrics live in a per-gateway [`Metrics`] (a prometheus-client registry, no global
+//! recorder), so two gateways in one test process keep separate numbers. Labels are query
+//! names, never argument values, tokens or user ids.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Starts structured logging; `RUST_LOG` overrides the default `info` level.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueryLabel {
+    pub query: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// Every series of SPEC §4.
+pub struct Metrics {
+    registry: Registry,
+    pub connections: Gauge,
+    pub subscriptions: Gauge,
+    pub signatures: Gauge,
+    pub notifications: Counter,
+    pub notification_errors: Counter,
+    pub matched_signatures: Counter,
+    pub recomputes: Family<QueryLabel, Counter>,
+    pub recompute_statements: Counter,
+    pub recompute_errors: Family<QueryLabel, Counter>,
+    pub recompute_duration: Family<QueryLabel, Histogram, fn() -> Histogram>,
+    pub pushes: Counter,
+    pub push_lag: Histogram,
+    pub listener_connected: Gauge,
+    pub listener_reconnects: Counter,
+    pub resyncs: Counter,
+    pub coalesced_updates: Counter,
+    pub slow_consumer_closes: Counter,
+    pub subscribe_requests: Family<OutcomeLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("statgate");
+        let metrics = Metrics {
+            connections: Gauge::default(),
+            subscriptions: Gauge::default(),
+            signatures: Gauge::default(),
+            notifications: Counter::default(),
+            notification_errors: Counter::default(),
+            matched_signatures: Counter::default(),
+            recomputes: Family::default(),
+            recompute_statements: Counter::default(),
+            recompute_errors: Family::default(),
+            recompute_duration: Family::new_with_constructor(latency_histogram),
+            pushes: Counter::default(),
+            push_lag: latency_histogram(),
+            listener_connected: Gauge::default(),
+            listener_reconnects: Counter::default(),
+            resyncs: Counter::default(),
+            coalesced_updates: Counter::default(),
+            slow_consumer_closes: Counter::default(),
+            subscribe_requests: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register("connections", "Open WebSocket connections", metrics.connections.clone());
+        registry.register("subscriptions", "Active subscriptions over all sockets", metrics.subscriptions.clone());
+        registry.register("signatures", "Distinct active signatures", metrics.signatures.clone());
+        registry.register("notifications", "Change notifications received", metrics.notifications.clone());
+        registry.register("notification_errors", "Change notifications that could not be parsed", metrics.notification_errors.clone());
+        registry.register("matched_signatures", "Signatures marked for recompute by notifications", metrics.matched_signatures.clone());
+        registry.register("recomputes", "Signatures recomputed", metrics.recomputes.clone());
+        registry.register("recompute_statements", "SQL statements run by recompute", metrics.recompute_statements.clone());
+        registry.register("recompute_errors", "Failed recompute statements", metrics.recompute_errors.clone());
+        registry.register("recompute_duration_seconds", "Duration of recompute statements", metrics.recompute_duration.clone());
+        registry.register("pushes", "query:update messages queued to sockets", metrics.pushes.clone());
+        registry.register("push_lag_seconds", "Commit-to-push lag, from the payload's `at`", metrics.push_lag.clone());
+        registry.register("listener_connected", "1 while the LISTEN connection is up", metrics.listener_connected.clone());
+        registry.register("listener_reconnects", "LISTEN connections re-established", metrics.listener_reconnects.clone());
+        registry.register("resyncs", "Full resyncs of every active signature", metrics.resyncs.clone());
+        registry.register("coalesced_updates", "Unsent values replaced by a newer one", metrics.coalesced_updates.clone());
+        registry.register("slow_consumer_closes", "Sockets closed with 4009", metrics.slow_consumer_closes.clone());
+        registry.register("subscribe_requests", "POST /realtime/subscribe by outcome", metrics.subscribe_requests.clone());
+        Metrics { registry, ..metrics }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    pub fn query(&self, name: &str) -> QueryLabel {
+        QueryLabel { query: name.to_owned() }
+    }
+}

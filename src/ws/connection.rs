@@ -1,0 +1,292 @@
+//! One WebSocket connection: a single task that selects on its outbox, the client's frames,
+//! the heartbeat, the JWT's expiry and shutdown.
+//!
+//! The task owns the socket's subscriptions through a guard whose `Drop` detaches them from
+//! the hub, so a connection that ends any way at all (close, error, panic) leaves nothing
+//! behind. Writes are bounded by the slow-consumer timeout: a socket that cannot take its
+//! pending frames within it is closed with 4009 (its outbox never grows past one value per
+//! subscription meanwhile).
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::protocol::{self, close_frame, ClientFrame, CloseReason};
+use super::{verify_subscription, VerifiedSubscription};
+use crate::app::AppState;
+use crate::auth::{now_secs, AuthError, Claims};
+use crate::http::error::ApiError;
+use crate::hub::{Hub, Outbox, Signature};
+
+/// How long a close frame may take to go out before the socket is simply dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The socket's subscriptions; detaches them all when dropped.
+struct Subscriptions {
+    hub: Arc<Hub>,
+    socket: u64,
+    by_signature: HashMap<Arc<str>, Arc<Signature>>,
+}
+
+impl Drop for Subscriptions {
+    fn drop(&mut self) {
+        for signature in self.by_signature.values() {
+            self.hub.detach(signature, self.socket);
+        }
+    }
+}
+
+/// Why the loop stopped.
+enum Exit {
+    Close(CloseReason),
+    /// The client closed, or the transport failed: nothing more to say.
+    Gone,
+}
+
+struct Connection {
+    state: AppState,
+    user: String,
+    jwt_expires: u64,
+    outbox: Arc<Outbox>,
+    subscriptions: Subscriptions,
+    window_start: Instant,
+    window_messages: u32,
+}
+
+pub async fn run(socket: WebSocket, state: AppState, claims: Claims, initial: Option<VerifiedSubscription>) {
+    let socket_id = state.next_socket.fetch_add(1, Ordering::Relaxed);
+    state.metrics.connections.inc();
+    let mut connection = Connection {
+        outbox: Arc::new(Outbox::new()),
+        subscriptions: Subscriptions { hub: state.hub.clone(), socket: socket_id, by_signature: HashMap::new() },
+        user: claims.sub,
+        jwt_expires: claims.exp,
+        window_start: Instant::now(),
+        window_messages: 0,
+        state,
+    };
+    if let Some(subscription) = initial {
+        connection.attach(subscription);
+    }
+    let exit = connection.serve(socket).await;
+    connection.state.metrics.connections.dec();
+    if let Exit::Close(CloseReason::SlowConsumer) = exit {
+        connection.state.metrics.slow_consumer_closes.inc();
+    }
+}
+
+impl Connection {
+    async fn serve(&mut self, socket: WebSocket) -> Exit {
+        let (mut sink, mut stream) = socket.split();
+        let exit = self.event_loop(&mut sink, &mut stream).await;
+        if let Exit::Close(reason) = exit {
+            if reason != CloseReason::SlowConsumer {
+                let _ = self.flush(&mut sink, Vec::new()).await;
+            }
+            let close = Message::Close(Some(close_frame(reason)));
+            let timeout = if reason == CloseReason::SlowConsumer { self.state.config.limits.slow_consumer } else { CLOSE_TIMEOUT };
+            let _ = tokio::time::timeout(timeout, sink.send(close)).await;
+        }
+        exit
+    }
+
+    async fn event_loop(
+        &mut self,
+        sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+        stream: &mut futures_util::stream::SplitStream<WebSocket>,
+    ) -> Exit {
+        let interval = self.state.config.heartbeat;
+        let mut heartbeat = tokio::time::interval_at(Instant::now() + interval, interval);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut last_seen = Instant::now();
+        let shutdown = self.state.shutdown.clone();
+        let mut frames = Vec::new();
+        loop {
+            let jwt_deadline = Instant::now() + Duration::from_secs(self.jwt_expires.saturating_sub(now_secs()));
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return Exit::Close(CloseReason::ShuttingDown),
+                _ = self.outbox.ready() => {
+                    if self.outbox.drain_into(&mut frames).is_err() {
+                        return Exit::Close(CloseReason::TooManyReplies);
+                    }
+                    if let Err(exit) = self.flush(sink, std::mem::take(&mut frames)).await {
+                        return exit;
+                    }
+                }
+                message = stream.next() => {
+                    last_seen = Instant::now();
+                    match message {
+                        Some(Ok(message)) => {
+                            if let Some(reason) = self.on_message(message) {
+                                return reason;
+                            }
+                        }
+                        Some(Err(err)) => return self.on_transport_error(&err),
+                        None => return Exit::Gone,
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    if last_seen.elapsed() >= interval * 2 {
+                        return Exit::Close(CloseReason::HeartbeatTimeout);
+                    }
+                    let ping = sink.send(Message::Ping(Default::default()));
+                    match tokio::time::timeout(self.state.config.limits.slow_consumer, ping).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return Exit::Gone,
+                        Err(_) => return Exit::Close(CloseReason::SlowConsumer),
+                    }
+                }
+                _ = tokio::time::sleep_until(jwt_deadline) => {
+                    self.outbox.push_control(protocol::error(&None, "auth_expired", "authToken expired: send an auth frame with a fresh one before it does"));
+                    return Exit::Close(CloseReason::AuthExpired);
+                }
+            }
+        }
+    }
+
+    /// Writes frames, or gives up after the slow-consumer timeout.
+    async fn flush(&self, sink: &mut futures_util::stream::SplitSink<WebSocket, Message>, mut frames: Vec<Utf8Bytes>) -> Result<(), Exit> {
+        if self.outbox.drain_into(&mut frames).is_err() {
+            return Err(Exit::Close(CloseReason::TooManyReplies));
+        }
+        if frames.is_empty() {
+            return Ok(());
+        }
+        let write = async {
+            for frame in frames {
+                sink.feed(Message::Text(frame)).await?;
+            }
+            sink.flush().await
+        };
+        match tokio::time::timeout(self.state.config.limits.slow_consumer, write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Exit::Gone),
+            Err(_) => Err(Exit::Close(CloseReason::SlowConsumer)),
+        }
+    }
+
+    fn on_transport_error(&self, err: &axum::Error) -> Exit {
+        let too_large = std::error::Error::source(err)
+            .and_then(|source| source.downcast_ref::<tungstenite::Error>())
+            .is_some_and(|err| matches!(err, tungstenite::Error::Capacity(_)));
+        if too_large {
+            Exit::Close(CloseReason::FrameTooLarge)
+        } else {
+            Exit::Gone
+        }
+    }
+
+    /// Handles one client message; returns an exit when the connection must end.
+    fn on_message(&mut self, message: Message) -> Option<Exit> {
+        if !matches!(message, Message::Pong(_) | Message::Ping(_)) && !self.within_rate() {
+            return Some(Exit::Close(CloseReason::RateLimited));
+        }
+        match message {
+            Message::Text(text) => self.on_text(text.as_str()),
+            Message::Binary(_) => {
+                self.reply(protocol::error(&None, "bad_frame", "binary frames are not supported; send JSON text frames"));
+                None
+            }
+            Message::Close(_) => Some(Exit::Gone),
+            Message::Ping(_) | Message::Pong(_) => None,
+        }
+    }
+
+    fn within_rate(&mut self) -> bool {
+        if self.window_start.elapsed() >= Duration::from_secs(1) {
+            self.window_start = Instant::now();
+            self.window_messages = 0;
+        }
+        self.window_messages += 1;
+        self.window_messages <= self.state.config.limits.max_messages_per_sec
+    }
+
+    fn on_text(&mut self, text: &str) -> Option<Exit> {
+        let request = match protocol::parse_frame(text) {
+            Ok(request) => request,
+            Err(bad) => {
+                self.reply(protocol::error(&bad.id, "bad_frame", &bad.message));
+                return None;
+            }
+        };
+        let id = request.id;
+        match request.frame {
+            ClientFrame::Ping => self.reply(protocol::pong()),
+            ClientFrame::Subscribe { token } => return self.subscribe(&id, &token),
+            ClientFrame::Unsubscribe { signature } => self.unsubscribe(&id, &signature),
+            ClientFrame::Auth { auth_token } => self.refresh_auth(&id, &auth_token),
+        }
+        None
+    }
+
+    fn reply(&self, frame: Utf8Bytes) {
+        self.outbox.push_control(frame);
+    }
+
+    fn subscribe(&mut self, id: &Option<Value>, token: &str) -> Option<Exit> {
+        let subscription = match verify_subscription(&self.state, token, &self.user) {
+            Ok(subscription) => subscription,
+            Err(err) => {
+                self.reply(protocol::error(id, err.code(), &err.to_string()));
+                return None;
+            }
+        };
+        if let Some(existing) = self.subscriptions.by_signature.get(subscription.signature.as_str()) {
+            self.reply(protocol::subscribed(id, &existing.query.name, &existing.signature));
+            return None;
+        }
+        if self.subscriptions.by_signature.len() >= self.state.config.limits.max_subscriptions_per_socket {
+            return Some(Exit::Close(CloseReason::TooManySubscriptions));
+        }
+        self.reply(protocol::subscribed(id, &subscription.query.name, &subscription.signature));
+        self.attach(subscription);
+        None
+    }
+
+    fn attach(&mut self, subscription: VerifiedSubscription) {
+        let signature = self.state.hub.attach(
+            &subscription.signature,
+            &subscription.query,
+            &subscription.args.values,
+            &subscription.args.json,
+            self.subscriptions.socket,
+            &self.outbox,
+        );
+        self.subscriptions.by_signature.insert(signature.signature.clone(), signature);
+    }
+
+    fn unsubscribe(&mut self, id: &Option<Value>, signature: &str) {
+        match self.subscriptions.by_signature.remove(signature) {
+            Some(existing) => {
+                self.state.hub.detach(&existing, self.subscriptions.socket);
+                self.outbox.forget(existing.id);
+                self.reply(protocol::unsubscribed(id, signature));
+            }
+            None => self.reply(protocol::error(id, "not_subscribed", "this socket has no subscription with that signature")),
+        }
+    }
+
+    fn refresh_auth(&mut self, id: &Option<Value>, jwt: &str) {
+        match self.state.auth.verify_jwt(jwt) {
+            Ok(claims) if claims.sub == self.user => {
+                self.jwt_expires = claims.exp;
+                self.reply(protocol::authenticated(id, claims.exp));
+            }
+            Ok(_) => {
+                let err = ApiError::from(AuthError::UserMismatch);
+                self.reply(protocol::error(id, err.code(), "the new authToken belongs to another user"));
+            }
+            Err(err) => {
+                let err = ApiError::from(err);
+                self.reply(protocol::error(id, err.code(), &err.to_string()));
+            }
+        }
+    }
+}

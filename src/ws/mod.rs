@@ -1,0 +1,99 @@
+//! `GET /realtime/ws`: checks the JWT and the subscription token **before** the upgrade
+//! (401/403 as plain HTTP errors), then hands the socket to [`connection`].
+
+pub mod connection;
+pub mod protocol;
+
+use std::sync::Arc;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use crate::app::AppState;
+use crate::auth::{bearer, AuthError, Claims, TokenClaims};
+use crate::http::error::ApiError;
+use crate::registry::args::CanonicalArgs;
+use crate::registry::Query as RegistryQuery;
+
+/// Socket buffers are sized for small JSON frames, not tungstenite's 128 KiB default: idle
+/// sockets are the common case and their memory adds up.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+const WRITE_BUFFER_BYTES: usize = 8 * 1024;
+
+#[derive(Debug, Deserialize)]
+pub struct WsParams {
+    token: Option<String>,
+    #[serde(rename = "authToken")]
+    auth_token: Option<String>,
+}
+
+/// A subscription token that passed every check, with its query and validated args.
+pub struct VerifiedSubscription {
+    pub claims: TokenClaims,
+    pub signature: String,
+    pub query: Arc<RegistryQuery>,
+    pub args: CanonicalArgs,
+}
+
+/// Verifies a subscription token for `user` and re-validates its args against the registry.
+pub fn verify_subscription(state: &AppState, token: &str, user: &str) -> Result<VerifiedSubscription, ApiError> {
+    let claims = state.auth.verify_token(token)?;
+    if claims.user != user {
+        return Err(AuthError::UserMismatch.into());
+    }
+    let query = state.registry.get(&claims.query).ok_or_else(|| ApiError::UnknownQuery(claims.query.clone()))?.clone();
+    let args_value: serde_json::Value = serde_json::from_str(&claims.args).map_err(|_| AuthError::InvalidToken)?;
+    let args = query.validate(&args_value)?;
+    if args.json != claims.args {
+        return Err(AuthError::InvalidToken.into());
+    }
+    let signature = claims.signature();
+    Ok(VerifiedSubscription { claims, signature, query, args })
+}
+
+fn jwt_from(params: &WsParams, headers: &HeaderMap) -> Option<String> {
+    params.auth_token.clone().or_else(|| {
+        headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok()).and_then(bearer).map(str::to_owned)
+    })
+}
+
+pub async fn upgrade(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    params: Result<Query<WsParams>, QueryRejection>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    match authorize(&state, &headers, params) {
+        Ok((claims, initial)) => match upgrade {
+            Ok(upgrade) => {
+                let limits = &state.config.limits;
+                let tracker = state.sockets.clone();
+                upgrade
+                    .protocols([protocol::PROTOCOL])
+                    .read_buffer_size(READ_BUFFER_BYTES)
+                    .write_buffer_size(WRITE_BUFFER_BYTES)
+                    .max_message_size(limits.max_frame_bytes)
+                    .max_frame_size(limits.max_frame_bytes)
+                    .on_upgrade(move |socket| tracker.track_future(connection::run(socket, state, claims, initial)))
+            }
+            Err(rejection) => ApiError::InvalidRequest(format!("not a WebSocket upgrade: {rejection}")).into_response(),
+        },
+        Err(err) => err.into_response(),
+    }
+}
+
+fn authorize(state: &AppState, headers: &HeaderMap, params: Result<Query<WsParams>, QueryRejection>) -> Result<(Claims, Option<VerifiedSubscription>), ApiError> {
+    let Query(params) = params.map_err(|rejection| ApiError::InvalidRequest(rejection.body_text()))?;
+    let jwt = jwt_from(&params, headers).ok_or(AuthError::MissingJwt)?;
+    let claims = state.auth.verify_jwt(&jwt)?;
+    let initial = match params.token.as_deref() {
+        Some(token) => Some(verify_subscription(state, token, &claims.sub)?),
+        None => None,
+    };
+    Ok((claims, initial))
+}
