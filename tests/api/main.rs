@@ -1,0 +1,5 @@
+//! Black-box tests: the real gateway against a real PostgreSQL, over real HTTP and WebSockets.
+
+mod helpers;
+mod realtime;
+mod subscribe;
