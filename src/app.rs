@@ -35,7 +35,10 @@ pub enum StartError {
     #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error("cannot listen on {address}: {source}")]
-    Bind { address: SocketAddr, source: std::io::Error },
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("demo seed failed: {0}")]
     Seed(sqlx::Error),
 }
@@ -67,7 +70,12 @@ impl Application {
     pub async fn build(config: Config) -> Result<Self, StartError> {
         let database = DatabaseHandle::open(&config).await?;
         match Self::build_on(config, &database).await {
-            Ok((state, tcp, tasks)) => Ok(Application { state, tcp, database, tasks }),
+            Ok((state, tcp, tasks)) => Ok(Application {
+                state,
+                tcp,
+                database,
+                tasks,
+            }),
             Err(err) => {
                 database.close().await;
                 Err(err)
@@ -75,7 +83,10 @@ impl Application {
         }
     }
 
-    async fn build_on(config: Config, database: &DatabaseHandle) -> Result<(AppState, TcpListener, Vec<JoinHandle<()>>), StartError> {
+    async fn build_on(
+        config: Config,
+        database: &DatabaseHandle,
+    ) -> Result<(AppState, TcpListener, Vec<JoinHandle<()>>), StartError> {
         let pool = db::connect_pool(&database.url, &config).await?;
         if config.migrate {
             db::migrate(&pool).await?;
@@ -85,19 +96,36 @@ impl Application {
         if config.demo {
             seed_demo(&pool).await?;
         }
-        let tcp = TcpListener::bind(config.listen).await.map_err(|source| StartError::Bind { address: config.listen, source })?;
-        let address = tcp.local_addr().map_err(|source| StartError::Bind { address: config.listen, source })?;
+        let tcp = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                address: config.listen,
+                source,
+            })?;
+        let address = tcp.local_addr().map_err(|source| StartError::Bind {
+            address: config.listen,
+            source,
+        })?;
         tracing::info!(%address, queries = registry.len(), "statgate listening");
 
         let metrics = Arc::new(Metrics::new());
         let matcher = Arc::new(Matcher::new());
         let scheduler = Arc::new(Scheduler::new());
-        let hub = Arc::new(Hub::new(matcher.clone(), scheduler.clone(), metrics.clone()));
+        let hub = Arc::new(Hub::new(
+            matcher.clone(),
+            scheduler.clone(),
+            metrics.clone(),
+        ));
         let status = Arc::new(ListenerStatus::default());
         let shutdown = CancellationToken::new();
         let (events_tx, events_rx) = mpsc::channel(FEED_CAPACITY);
 
-        let feed = Listener { database_url: database.url.clone(), events: events_tx, status: status.clone(), metrics: metrics.clone() };
+        let feed = Listener {
+            database_url: database.url.clone(),
+            events: events_tx,
+            status: status.clone(),
+            metrics: metrics.clone(),
+        };
         let recompute = Recompute {
             pool: pool.clone(),
             hub: hub.clone(),
@@ -108,7 +136,13 @@ impl Application {
         };
         let tasks = vec![
             tokio::spawn(feed.run(shutdown.clone())),
-            tokio::spawn(listener::dispatch(events_rx, matcher, hub.clone(), scheduler, metrics.clone())),
+            tokio::spawn(listener::dispatch(
+                events_rx,
+                matcher,
+                hub.clone(),
+                scheduler,
+                metrics.clone(),
+            )),
             tokio::spawn(recompute.run(shutdown.clone())),
         ];
         let state = AppState {
@@ -142,17 +176,31 @@ impl Application {
 
     /// Serves until the shutdown token is cancelled, then drains and stops everything.
     pub async fn run(self) -> Result<(), std::io::Error> {
-        let Application { state, tcp, database, tasks } = self;
+        let Application {
+            state,
+            tcp,
+            database,
+            tasks,
+        } = self;
         let router = crate::http::router(state.clone());
         let shutdown = state.shutdown.clone();
-        let served = axum::serve(tcp, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
+        let served = axum::serve(
+            tcp,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
         state.shutdown.cancel();
         state.sockets.close();
         let grace = state.config.shutdown_grace;
-        if tokio::time::timeout(grace, state.sockets.wait()).await.is_err() {
-            tracing::warn!(grace_secs = grace.as_secs(), "some sockets did not drain before the deadline");
+        if tokio::time::timeout(grace, state.sockets.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "some sockets did not drain before the deadline"
+            );
         }
         for task in tasks {
             task.abort();
@@ -172,7 +220,10 @@ async fn seed_demo(pool: &PgPool) -> Result<(), StartError> {
         .await
         .map_err(StartError::Seed)?;
     if exists {
-        sqlx::query("select statgate_demo_seed()").execute(pool).await.map_err(StartError::Seed)?;
+        sqlx::query("select statgate_demo_seed()")
+            .execute(pool)
+            .await
+            .map_err(StartError::Seed)?;
     }
     Ok(())
 }

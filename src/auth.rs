@@ -99,7 +99,10 @@ impl std::fmt::Debug for Authenticator {
 }
 
 pub fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl Authenticator {
@@ -134,7 +137,10 @@ impl Authenticator {
             .iter()
             .filter_map(|secret| HmacSha256::new_from_slice(secret.expose().as_bytes()).ok())
             .collect();
-        let signing = jwt_secrets.first().map(|s| s.expose().as_bytes()).unwrap_or_default();
+        let signing = jwt_secrets
+            .first()
+            .map(|s| s.expose().as_bytes())
+            .unwrap_or_default();
         Authenticator {
             jwt_keys: jwt_secrets
                 .iter()
@@ -163,13 +169,21 @@ impl Authenticator {
                     use jsonwebtoken::errors::ErrorKind;
                     last = match err.kind() {
                         ErrorKind::ExpiredSignature => return Err(AuthError::ExpiredJwt),
-                        ErrorKind::InvalidSignature => AuthError::InvalidJwt("bad signature".into()),
-                        ErrorKind::InvalidAudience => return Err(AuthError::InvalidJwt("wrong audience".into())),
-                        ErrorKind::InvalidIssuer => return Err(AuthError::InvalidJwt("wrong issuer".into())),
+                        ErrorKind::InvalidSignature => {
+                            AuthError::InvalidJwt("bad signature".into())
+                        }
+                        ErrorKind::InvalidAudience => {
+                            return Err(AuthError::InvalidJwt("wrong audience".into()))
+                        }
+                        ErrorKind::InvalidIssuer => {
+                            return Err(AuthError::InvalidJwt("wrong issuer".into()))
+                        }
                         ErrorKind::MissingRequiredClaim(claim) => {
                             return Err(AuthError::InvalidJwt(format!("missing claim {claim}")))
                         }
-                        ErrorKind::InvalidAlgorithm => return Err(AuthError::InvalidJwt("algorithm must be HS256".into())),
+                        ErrorKind::InvalidAlgorithm => {
+                            return Err(AuthError::InvalidJwt("algorithm must be HS256".into()))
+                        }
                         _ => return Err(AuthError::InvalidJwt("malformed".into())),
                     };
                 }
@@ -185,12 +199,21 @@ impl Authenticator {
             exp: now_secs().saturating_add(ttl.as_secs()),
             other: serde_json::Map::new(),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.jwt_signing_key)
-            .map_err(|err| AuthError::InvalidJwt(err.to_string()))
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &self.jwt_signing_key,
+        )
+        .map_err(|err| AuthError::InvalidJwt(err.to_string()))
     }
 
     /// Signs a subscription token for `user`, valid for the configured lifetime.
-    pub fn sign_token(&self, user: &str, query: &str, canonical_args: &str) -> (String, TokenClaims) {
+    pub fn sign_token(
+        &self,
+        user: &str,
+        query: &str,
+        canonical_args: &str,
+    ) -> (String, TokenClaims) {
         let claims = TokenClaims {
             user: user.to_owned(),
             query: query.to_owned(),
@@ -219,7 +242,9 @@ impl Authenticator {
             return Err(AuthError::InvalidToken);
         }
         let (body, mac) = token.split_once('.').ok_or(AuthError::InvalidToken)?;
-        let mac = URL_SAFE_NO_PAD.decode(mac).map_err(|_| AuthError::InvalidToken)?;
+        let mac = URL_SAFE_NO_PAD
+            .decode(mac)
+            .map_err(|_| AuthError::InvalidToken)?;
         let verified = self.token_keys.iter().any(|key| {
             let mut key = key.clone();
             key.update(body.as_bytes());
@@ -228,8 +253,11 @@ impl Authenticator {
         if !verified {
             return Err(AuthError::InvalidToken);
         }
-        let json = URL_SAFE_NO_PAD.decode(body).map_err(|_| AuthError::InvalidToken)?;
-        let claims: TokenClaims = serde_json::from_slice(&json).map_err(|_| AuthError::InvalidToken)?;
+        let json = URL_SAFE_NO_PAD
+            .decode(body)
+            .map_err(|_| AuthError::InvalidToken)?;
+        let claims: TokenClaims =
+            serde_json::from_slice(&json).map_err(|_| AuthError::InvalidToken)?;
         if claims.expires <= now_secs() {
             return Err(AuthError::ExpiredToken);
         }
@@ -264,14 +292,20 @@ mod tests {
         let (token, claims) = auth.sign_token("u1", "posts/stats/commentCount", r#"{"postId":17}"#);
         let verified = auth.verify_token(&token).expect("valid token");
         assert_eq!(verified, claims);
-        assert_eq!(verified.signature(), r#"posts/stats/commentCount::{"postId":17}"#);
+        assert_eq!(
+            verified.signature(),
+            r#"posts/stats/commentCount::{"postId":17}"#
+        );
     }
 
     #[test]
     fn a_token_signed_with_a_rotated_out_key_still_verifies_while_listed() {
         let old = authenticator(&["old-key-0123456789abcdefghijklmnopqr"]);
         let (token, _) = old.sign_token("u1", "q/f/g", "{}");
-        let rotated = authenticator(&["new-key-0123456789abcdefghijklmnopqr", "old-key-0123456789abcdefghijklmnopqr"]);
+        let rotated = authenticator(&[
+            "new-key-0123456789abcdefghijklmnopqr",
+            "old-key-0123456789abcdefghijklmnopqr",
+        ]);
         assert!(rotated.verify_token(&token).is_ok());
         let dropped = authenticator(&["new-key-0123456789abcdefghijklmnopqr"]);
         assert_eq!(dropped.verify_token(&token), Err(AuthError::InvalidToken));
@@ -289,7 +323,10 @@ mod tests {
             if tampered == token {
                 continue;
             }
-            assert!(auth.verify_token(&tampered).is_err(), "byte {index} tampered still verifies");
+            assert!(
+                auth.verify_token(&tampered).is_err(),
+                "byte {index} tampered still verifies"
+            );
         }
     }
 
@@ -304,9 +341,15 @@ mod tests {
     #[test]
     fn jwts_expire_and_are_checked_against_every_secret() {
         let auth = authenticator(&["key-one-0123456789abcdefghijklmnopqr"]);
-        let jwt = auth.mint_jwt("alice", Duration::from_secs(60)).expect("mint");
+        let jwt = auth
+            .mint_jwt("alice", Duration::from_secs(60))
+            .expect("mint");
         assert_eq!(auth.verify_jwt(&jwt).expect("valid").sub, "alice");
-        let claims = Claims { sub: "alice".into(), exp: now_secs() - 10, other: Default::default() };
+        let claims = Claims {
+            sub: "alice".into(),
+            exp: now_secs() - 10,
+            other: Default::default(),
+        };
         let expired = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
             &claims,
@@ -314,7 +357,10 @@ mod tests {
         )
         .expect("encode");
         assert_eq!(auth.verify_jwt(&expired), Err(AuthError::ExpiredJwt));
-        assert!(matches!(auth.verify_jwt("not.a.jwt"), Err(AuthError::InvalidJwt(_))));
+        assert!(matches!(
+            auth.verify_jwt("not.a.jwt"),
+            Err(AuthError::InvalidJwt(_))
+        ));
         assert_eq!(auth.verify_jwt(""), Err(AuthError::MissingJwt));
     }
 

@@ -56,7 +56,11 @@ pub enum ConfigError {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "statgate", version, about = "Realtime stat subscriptions over WebSockets, fed by PostgreSQL")]
+#[command(
+    name = "statgate",
+    version,
+    about = "Realtime stat subscriptions over WebSockets, fed by PostgreSQL"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -90,13 +94,24 @@ pub struct Settings {
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     pub database_url: Option<String>,
     /// Address to bind.
-    #[arg(long, env = "STATGATE_LISTEN", default_value = "127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "STATGATE_LISTEN",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
     pub listen: SocketAddr,
     /// Base URL put in the subscribe reply (default: from the request's Host header).
     #[arg(long, env = "STATGATE_PUBLIC_URL", global = true)]
     pub public_url: Option<String>,
     /// HS256 secret(s) for authTokens, comma-separated.
-    #[arg(long, env = "STATGATE_JWT_SECRET", value_delimiter = ',', global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "STATGATE_JWT_SECRET",
+        value_delimiter = ',',
+        global = true,
+        hide_env_values = true
+    )]
     pub jwt_secret: Vec<String>,
     /// Required `aud` claim of authTokens, when set.
     #[arg(long, env = "STATGATE_JWT_AUDIENCE", global = true)]
@@ -105,16 +120,37 @@ pub struct Settings {
     #[arg(long, env = "STATGATE_JWT_ISSUER", global = true)]
     pub jwt_issuer: Option<String>,
     /// Subscription-token key(s), comma-separated; the first signs, all verify.
-    #[arg(long, env = "STATGATE_TOKEN_SECRET", value_delimiter = ',', global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "STATGATE_TOKEN_SECRET",
+        value_delimiter = ',',
+        global = true,
+        hide_env_values = true
+    )]
     pub token_secret: Vec<String>,
     /// Lifetime of subscription tokens, in seconds.
-    #[arg(long, env = "STATGATE_TOKEN_TTL_SECS", default_value_t = 3600, global = true)]
+    #[arg(
+        long,
+        env = "STATGATE_TOKEN_TTL_SECS",
+        default_value_t = 3600,
+        global = true
+    )]
     pub token_ttl_secs: u64,
     /// Registry directory.
-    #[arg(long, env = "STATGATE_QUERIES", default_value = "./queries", global = true)]
+    #[arg(
+        long,
+        env = "STATGATE_QUERIES",
+        default_value = "./queries",
+        global = true
+    )]
     pub queries: PathBuf,
     /// Embedded PostgreSQL data directory.
-    #[arg(long, env = "STATGATE_DATA_DIR", default_value = "./.statgate/pgdata", global = true)]
+    #[arg(
+        long,
+        env = "STATGATE_DATA_DIR",
+        default_value = "./.statgate/pgdata",
+        global = true
+    )]
     pub data_dir: PathBuf,
     /// Demo mode (default: on when DATABASE_URL is unset).
     #[arg(long, env = "STATGATE_DEMO", global = true, num_args = 0..=1, default_missing_value = "true", value_parser = parse_switch)]
@@ -123,7 +159,12 @@ pub struct Settings {
     #[arg(long, env = "STATGATE_NO_MIGRATE", global = true)]
     pub no_migrate: bool,
     /// Server WebSocket ping interval, in seconds.
-    #[arg(long, env = "STATGATE_HEARTBEAT_SECS", default_value_t = 25, global = true)]
+    #[arg(
+        long,
+        env = "STATGATE_HEARTBEAT_SECS",
+        default_value_t = 25,
+        global = true
+    )]
     pub heartbeat_secs: u64,
     /// Maximum HTTP request body, in bytes.
     #[arg(long, env = "STATGATE_MAX_BODY_BYTES", default_value_t = 64 * 1024, global = true)]
@@ -132,28 +173,63 @@ pub struct Settings {
     #[arg(long, env = "STATGATE_MAX_FRAME_BYTES", default_value_t = 16 * 1024, global = true)]
     pub max_frame_bytes: usize,
     /// Maximum subscriptions on one socket.
-    #[arg(long, env = "STATGATE_MAX_SUBSCRIPTIONS_PER_SOCKET", default_value_t = 1000, global = true)]
+    #[arg(
+        long,
+        env = "STATGATE_MAX_SUBSCRIPTIONS_PER_SOCKET",
+        default_value_t = 1000,
+        global = true
+    )]
     pub max_subscriptions_per_socket: usize,
     /// Maximum client messages per second on one socket.
-    #[arg(long, env = "STATGATE_MAX_MESSAGES_PER_SEC", default_value_t = 100, global = true)]
+    #[arg(
+        long,
+        env = "STATGATE_MAX_MESSAGES_PER_SEC",
+        default_value_t = 100,
+        global = true
+    )]
     pub max_messages_per_sec: u32,
     /// Seconds a socket may fail to drain its outbox before it is closed with 4009.
-    #[arg(long, env = "STATGATE_SLOW_CONSUMER_SECS", default_value_t = 10, global = true)]
+    #[arg(
+        long,
+        env = "STATGATE_SLOW_CONSUMER_SECS",
+        default_value_t = 10,
+        global = true
+    )]
     pub slow_consumer_secs: u64,
     /// Connections in the recompute pool.
     #[arg(long, env = "STATGATE_POOL_SIZE", default_value_t = 8, global = true)]
     pub pool_size: u32,
     /// Statement timeout for recompute queries, in milliseconds.
-    #[arg(long, env = "STATGATE_STATEMENT_TIMEOUT_MS", default_value_t = 5000, global = true)]
+    #[arg(
+        long,
+        env = "STATGATE_STATEMENT_TIMEOUT_MS",
+        default_value_t = 5000,
+        global = true
+    )]
     pub statement_timeout_ms: u64,
     /// Signatures of one query recomputed in one SQL statement, at most.
-    #[arg(long, env = "STATGATE_RECOMPUTE_BATCH", default_value_t = 256, global = true)]
+    #[arg(
+        long,
+        env = "STATGATE_RECOMPUTE_BATCH",
+        default_value_t = 256,
+        global = true
+    )]
     pub recompute_batch: usize,
     /// Recompute statements in flight, at most.
-    #[arg(long, env = "STATGATE_RECOMPUTE_CONCURRENCY", default_value_t = 4, global = true)]
+    #[arg(
+        long,
+        env = "STATGATE_RECOMPUTE_CONCURRENCY",
+        default_value_t = 4,
+        global = true
+    )]
     pub recompute_concurrency: usize,
     /// Seconds to wait for sockets to drain on shutdown.
-    #[arg(long, env = "STATGATE_SHUTDOWN_GRACE_SECS", default_value_t = 10, global = true)]
+    #[arg(
+        long,
+        env = "STATGATE_SHUTDOWN_GRACE_SECS",
+        default_value_t = 10,
+        global = true
+    )]
     pub shutdown_grace_secs: u64,
 }
 
@@ -168,9 +244,13 @@ fn parse_switch(value: &str) -> Result<bool, String> {
 /// Parses `90`, `90s`, `30m`, `1h`, `7d`.
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
     let value = value.trim();
-    let split = value.find(|c: char| !c.is_ascii_digit()).unwrap_or(value.len());
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
     let (digits, unit) = value.split_at(split);
-    let amount: u64 = digits.parse().map_err(|_| format!("not a duration: {value:?}"))?;
+    let amount: u64 = digits
+        .parse()
+        .map_err(|_| format!("not a duration: {value:?}"))?;
     let seconds = match unit {
         "" | "s" => 1,
         "m" => 60,
@@ -234,7 +314,10 @@ impl Settings {
             ("STATGATE_TOKEN_TTL_SECS", self.token_ttl_secs),
             ("STATGATE_SLOW_CONSUMER_SECS", self.slow_consumer_secs),
             ("STATGATE_RECOMPUTE_BATCH", self.recompute_batch as u64),
-            ("STATGATE_RECOMPUTE_CONCURRENCY", self.recompute_concurrency as u64),
+            (
+                "STATGATE_RECOMPUTE_CONCURRENCY",
+                self.recompute_concurrency as u64,
+            ),
             ("STATGATE_POOL_SIZE", u64::from(self.pool_size)),
         ] {
             if value == 0 {
@@ -243,12 +326,16 @@ impl Settings {
         }
         let database = match self.database_url {
             Some(url) => Database::External(Secret::new(url)),
-            None => Database::Embedded { data_dir: self.data_dir },
+            None => Database::Embedded {
+                data_dir: self.data_dir,
+            },
         };
         Ok(Config {
             database,
             listen: self.listen,
-            public_url: self.public_url.map(|url| url.trim_end_matches('/').to_owned()),
+            public_url: self
+                .public_url
+                .map(|url| url.trim_end_matches('/').to_owned()),
             jwt_secrets,
             jwt_audience: self.jwt_audience,
             jwt_issuer: self.jwt_issuer,
@@ -274,7 +361,11 @@ impl Settings {
     }
 }
 
-fn secrets(name: &'static str, values: Vec<String>, demo: bool) -> Result<Vec<Secret>, ConfigError> {
+fn secrets(
+    name: &'static str,
+    values: Vec<String>,
+    demo: bool,
+) -> Result<Vec<Secret>, ConfigError> {
     let values: Vec<String> = values
         .into_iter()
         .map(|value| value.trim().to_owned())
@@ -289,7 +380,10 @@ fn secrets(name: &'static str, values: Vec<String>, demo: bool) -> Result<Vec<Se
     }
     if !demo {
         if let Some(short) = values.iter().find(|value| value.len() < MIN_SECRET_BYTES) {
-            return Err(ConfigError::ShortSecret { name, len: short.len() });
+            return Err(ConfigError::ShortSecret {
+                name,
+                len: short.len(),
+            });
         }
     }
     Ok(values.into_iter().map(Secret::new).collect())
@@ -339,16 +433,28 @@ mod tests {
 
     #[test]
     fn a_missing_secret_is_refused_outside_demo_mode() {
-        let err = settings(&["--database-url", "postgres://x/y"]).into_config().unwrap_err();
-        assert!(err.to_string().contains("STATGATE_JWT_SECRET is not set"), "{err}");
+        let err = settings(&["--database-url", "postgres://x/y"])
+            .into_config()
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("STATGATE_JWT_SECRET is not set"),
+            "{err}"
+        );
     }
 
     #[test]
     fn a_short_secret_is_refused_outside_demo_mode() {
         let long = "x".repeat(40);
-        let err = settings(&["--database-url", "postgres://x/y", "--jwt-secret", "short", "--token-secret", &long])
-            .into_config()
-            .unwrap_err();
+        let err = settings(&[
+            "--database-url",
+            "postgres://x/y",
+            "--jwt-secret",
+            "short",
+            "--token-secret",
+            &long,
+        ])
+        .into_config()
+        .unwrap_err();
         assert!(err.to_string().contains("5 bytes"), "{err}");
     }
 
@@ -365,9 +471,16 @@ mod tests {
         let a = "a".repeat(32);
         let b = "b".repeat(32);
         let list = format!("{a},{b}");
-        let config = settings(&["--database-url", "postgres://x/y", "--jwt-secret", &list, "--token-secret", &list])
-            .into_config()
-            .expect("config");
+        let config = settings(&[
+            "--database-url",
+            "postgres://x/y",
+            "--jwt-secret",
+            &list,
+            "--token-secret",
+            &list,
+        ])
+        .into_config()
+        .expect("config");
         assert_eq!(config.token_secrets, vec![Secret::new(a), Secret::new(b)]);
     }
 

@@ -40,11 +40,20 @@ impl DatabaseHandle {
     /// Uses `DATABASE_URL`, or starts the embedded server.
     pub async fn open(config: &Config) -> Result<Self, DbError> {
         match &config.database {
-            Database::External(url) => Ok(DatabaseHandle { url: url.expose().to_owned(), embedded: None }),
+            Database::External(url) => Ok(DatabaseHandle {
+                url: url.expose().to_owned(),
+                embedded: None,
+            }),
             Database::Embedded { data_dir } => {
-                let options = EmbeddedOptions { data_dir: data_dir.clone(), ..EmbeddedOptions::default() };
+                let options = EmbeddedOptions {
+                    data_dir: data_dir.clone(),
+                    ..EmbeddedOptions::default()
+                };
                 let server = EmbeddedPostgres::start(options).await?;
-                Ok(DatabaseHandle { url: server.url(EMBEDDED_DATABASE), embedded: Some(server) })
+                Ok(DatabaseHandle {
+                    url: server.url(EMBEDDED_DATABASE),
+                    embedded: Some(server),
+                })
             }
         }
     }
@@ -63,7 +72,9 @@ impl DatabaseHandle {
 pub async fn connect_pool(url: &str, config: &Config) -> Result<PgPool, DbError> {
     let timeout_ms = config.statement_timeout.as_millis().to_string();
     let options: PgConnectOptions = url.parse().map_err(DbError::Url)?;
-    let options = options.options([("statement_timeout", timeout_ms.as_str())]).application_name("statgate");
+    let options = options
+        .options([("statement_timeout", timeout_ms.as_str())])
+        .application_name("statgate");
     PgPoolOptions::new()
         .max_connections(config.pool_size)
         .acquire_timeout(Duration::from_secs(5))

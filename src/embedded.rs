@@ -318,9 +318,14 @@ impl EmbeddedPostgres {
     async fn initdb(&self) -> Result<(), EmbeddedError> {
         info!(data_dir = %self.data_dir.display(), user = ?self.user_name(), "initialising postgres data directory");
         let mut cmd = self.server_command("initdb");
-        cmd.arg("-D")
-            .arg(&self.data_dir)
-            .args(["-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--locale=C"]);
+        cmd.arg("-D").arg(&self.data_dir).args([
+            "-U",
+            SUPERUSER,
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        ]);
         if self.fast_unsafe {
             cmd.arg("--no-sync");
         }
@@ -340,7 +345,9 @@ impl EmbeddedPostgres {
             .lines()
             .next()
             .and_then(|line| line.trim().parse::<u32>().ok());
-        let state = pid.map_or(Postmaster::Gone, |pid| postmaster_state(pid, &self.data_dir));
+        let state = pid.map_or(Postmaster::Gone, |pid| {
+            postmaster_state(pid, &self.data_dir)
+        });
         match state {
             Postmaster::Ours => {
                 warn!(pid, data_dir = %self.data_dir.display(), "stopping a postgres left running by an earlier run");
@@ -408,10 +415,14 @@ impl EmbeddedPostgres {
 
     async fn pg_ctl_stop(&self, mode: &str) -> Result<(), EmbeddedError> {
         let mut cmd = self.server_command("pg_ctl");
-        cmd.arg("stop")
-            .arg("-D")
-            .arg(&self.data_dir)
-            .args(["-m", mode, "-w", "-t", STOP_TIMEOUT_SECS, "-s"]);
+        cmd.arg("stop").arg("-D").arg(&self.data_dir).args([
+            "-m",
+            mode,
+            "-w",
+            "-t",
+            STOP_TIMEOUT_SECS,
+            "-s",
+        ]);
         self.run(cmd, "pg_ctl stop", Some(&self.log_file)).await
     }
 
@@ -556,7 +567,8 @@ fn check_traversable(data_dir: &Path, user: &ServerUser) -> Result<(), EmbeddedE
 
 /// `chown -R` without following symlinks, touching only what differs.
 fn chown_tree(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
-    let with_path = |err: io::Error| io::Error::new(err.kind(), format!("{}: {err}", path.display()));
+    let with_path =
+        |err: io::Error| io::Error::new(err.kind(), format!("{}: {err}", path.display()));
     let metadata = fs::symlink_metadata(path).map_err(with_path)?;
     if metadata.uid() != uid || metadata.gid() != gid {
         std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(with_path)?;
@@ -574,8 +586,9 @@ fn server_user() -> Result<Option<ServerUser>, EmbeddedError> {
     if effective_uid() != Some(0) {
         return Ok(None);
     }
-    let passwd = fs::read_to_string("/etc/passwd")
-        .map_err(io_error("reading /etc/passwd to find a user to run PostgreSQL as".to_owned()))?;
+    let passwd = fs::read_to_string("/etc/passwd").map_err(io_error(
+        "reading /etc/passwd to find a user to run PostgreSQL as".to_owned(),
+    ))?;
     ["postgres", "nobody"]
         .into_iter()
         .find_map(|name| lookup_user(&passwd, name))
@@ -600,15 +613,17 @@ fn lookup_user(passwd: &str, name: &str) -> Option<ServerUser> {
 
 /// The effective uid, from `/proc/self/status` (`Uid: real effective saved fs`), else `id -u`.
 fn effective_uid() -> Option<u32> {
-    let from_proc = fs::read_to_string("/proc/self/status").ok().and_then(|status| {
-        status
-            .lines()
-            .find(|line| line.starts_with("Uid:"))?
-            .split_whitespace()
-            .nth(2)?
-            .parse()
-            .ok()
-    });
+    let from_proc = fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with("Uid:"))?
+                .split_whitespace()
+                .nth(2)?
+                .parse()
+                .ok()
+        });
     from_proc.or_else(|| command_stdout("id", &["-u"])?.parse().ok())
 }
 
@@ -802,7 +817,9 @@ mod tests {
             .expect("list /proc")
             .filter_map(Result::ok)
             .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|pid| fs::read_link(format!("/proc/{pid}/cwd")).ok().as_deref() == Some(data_dir))
+            .filter(|pid| {
+                fs::read_link(format!("/proc/{pid}/cwd")).ok().as_deref() == Some(data_dir)
+            })
             .collect()
     }
 
@@ -820,7 +837,9 @@ mod tests {
         let dir = scratch_dir();
         let mut pg = start(dir.path()).await;
 
-        pg.create_database("statgate_test").await.expect("create database");
+        pg.create_database("statgate_test")
+            .await
+            .expect("create database");
         pg.create_database("statgate_test")
             .await
             .expect("creating an existing database is a no-op");
@@ -830,7 +849,11 @@ mod tests {
             format!("postgres://postgres@127.0.0.1:{}/statgate_test", pg.port())
         );
         if effective_uid() == Some(0) {
-            assert_ne!(process_uid(postmaster_pid(pg.data_dir())), 0, "postgres runs unprivileged");
+            assert_ne!(
+                process_uid(postmaster_pid(pg.data_dir())),
+                0,
+                "postgres runs unprivileged"
+            );
         }
         if pg.pg_stat_statements {
             assert_eq!(
@@ -847,7 +870,10 @@ mod tests {
         let data_dir = pg.data_dir().to_path_buf();
         pg.stop().await.expect("stop");
         pg.stop().await.expect("stopping twice is a no-op");
-        assert!(server_processes(&data_dir).is_empty(), "no postgres left running");
+        assert!(
+            server_processes(&data_dir).is_empty(),
+            "no postgres left running"
+        );
         assert!(matches!(
             pg.create_database("late").await,
             Err(EmbeddedError::NotRunning)
@@ -858,14 +884,21 @@ mod tests {
     async fn a_second_start_reuses_the_data_directory() {
         let dir = scratch_dir();
         let mut first = start(dir.path()).await;
-        first.create_database("kept").await.expect("create database");
+        first
+            .create_database("kept")
+            .await
+            .expect("create database");
         first.stop().await.expect("stop");
         drop(first);
 
         let mut second = start(dir.path()).await;
         assert_eq!(
-            query(&second, "postgres", "select count(*) from pg_database where datname = 'kept'")
-                .await,
+            query(
+                &second,
+                "postgres",
+                "select count(*) from pg_database where datname = 'kept'"
+            )
+            .await,
             "1"
         );
         second.stop().await.expect("stop");
@@ -878,7 +911,9 @@ mod tests {
         pg.stop().await.expect("stop");
         drop(pg);
 
-        let mut exited = std::process::Command::new("true").spawn().expect("spawn true");
+        let mut exited = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
         exited.wait().expect("wait for true");
         write_pid_file(&dir.path().join("pgdata"), exited.id());
 
@@ -922,7 +957,10 @@ mod tests {
         assert_ne!(postmaster_state(old_pid, &data_dir), Postmaster::Ours);
         assert_eq!(query(&pg, "postgres", "select 1").await, "1");
         pg.stop().await.expect("stop");
-        assert!(server_processes(&data_dir).is_empty(), "no postgres left running");
+        assert!(
+            server_processes(&data_dir).is_empty(),
+            "no postgres left running"
+        );
     }
 
     #[tokio::test]
@@ -931,7 +969,10 @@ mod tests {
         let pg = start(dir.path()).await;
         let data_dir = pg.data_dir().to_path_buf();
         drop(pg);
-        assert!(server_processes(&data_dir).is_empty(), "no postgres left running");
+        assert!(
+            server_processes(&data_dir).is_empty(),
+            "no postgres left running"
+        );
     }
 
     #[tokio::test]
@@ -973,10 +1014,15 @@ mod tests {
 
     #[test]
     fn looks_up_users_in_passwd() {
-        let passwd = "root:x:0:0:root:/root:/bin/bash\npostgres:x:101:104::/var/lib/postgresql:/bin/bash\n";
+        let passwd =
+            "root:x:0:0:root:/root:/bin/bash\npostgres:x:101:104::/var/lib/postgresql:/bin/bash\n";
         assert_eq!(
             lookup_user(passwd, "postgres"),
-            Some(ServerUser { name: "postgres".to_owned(), uid: 101, gid: 104 })
+            Some(ServerUser {
+                name: "postgres".to_owned(),
+                uid: 101,
+                gid: 104
+            })
         );
         assert_eq!(lookup_user(passwd, "nobody"), None);
     }
@@ -990,7 +1036,10 @@ mod tests {
     }
 
     fn write_pid_file(data_dir: &Path, pid: u32) {
-        let contents = format!("{pid}\n{}\n0\n5432\n\n127.0.0.1\n0 0\nready   \n", data_dir.display());
+        let contents = format!(
+            "{pid}\n{}\n0\n5432\n\n127.0.0.1\n0 0\nready   \n",
+            data_dir.display()
+        );
         fs::write(data_dir.join("postmaster.pid"), contents).expect("write postmaster.pid");
     }
 }

@@ -64,7 +64,8 @@ fn public() -> String {
 /// Parses a `statgate_changes` payload (SPEC §2). A column whose value is not a list is
 /// treated as a list of one.
 pub fn parse_payload(payload: &str) -> Result<Change, PayloadError> {
-    let parsed: Payload = serde_json::from_str(payload).map_err(|err| PayloadError::Json(err.to_string()))?;
+    let parsed: Payload =
+        serde_json::from_str(payload).map_err(|err| PayloadError::Json(err.to_string()))?;
     if parsed.v != 1 {
         return Err(PayloadError::Version(parsed.v));
     }
@@ -77,7 +78,10 @@ pub fn parse_payload(payload: &str) -> Result<Change, PayloadError> {
         })
         .collect();
     Ok(Change {
-        table: TableName { schema: parsed.schema, table: parsed.table },
+        table: TableName {
+            schema: parsed.schema,
+            table: parsed.table,
+        },
         op: parsed.op,
         rows,
         overflow: parsed.overflow,
@@ -144,7 +148,9 @@ impl Listener {
             };
             match attempt.await {
                 Ok(listener) => return Some(listener),
-                Err(err) => tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "listener cannot connect"),
+                Err(err) => {
+                    tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "listener cannot connect")
+                }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return None,
@@ -189,7 +195,13 @@ impl Listener {
 }
 
 /// The dispatch task: matches each change and marks the signatures it touches as due.
-pub async fn dispatch(mut events: mpsc::Receiver<FeedEvent>, matcher: Arc<Matcher>, hub: Arc<Hub>, scheduler: Arc<Scheduler>, metrics: Arc<Metrics>) {
+pub async fn dispatch(
+    mut events: mpsc::Receiver<FeedEvent>,
+    matcher: Arc<Matcher>,
+    hub: Arc<Hub>,
+    scheduler: Arc<Scheduler>,
+    metrics: Arc<Metrics>,
+) {
     while let Some(event) = events.recv().await {
         match event {
             FeedEvent::Change(change) => {
@@ -227,14 +239,24 @@ mod tests {
 
     #[test]
     fn overflow_payloads_have_no_rows() {
-        let change = parse_payload(r#"{"v":1,"table":"post_stats","op":"INSERT","overflow":true}"#).expect("parses");
+        let change = parse_payload(r#"{"v":1,"table":"post_stats","op":"INSERT","overflow":true}"#)
+            .expect("parses");
         assert!(change.overflow);
         assert_eq!(change.table.schema, "public");
     }
 
     #[test]
     fn bad_payloads_are_errors_not_panics() {
-        for bad in ["", "{", "[]", "null", r#"{"v":2,"table":"t"}"#, r#"{"v":1}"#, r#"{"v":1,"table":5}"#, r#"{"v":1,"table":"t","rows":[1]}"#] {
+        for bad in [
+            "",
+            "{",
+            "[]",
+            "null",
+            r#"{"v":2,"table":"t"}"#,
+            r#"{"v":1}"#,
+            r#"{"v":1,"table":5}"#,
+            r#"{"v":1,"table":"t","rows":[1]}"#,
+        ] {
             assert!(parse_payload(bad).is_err(), "{bad}");
         }
     }

@@ -52,10 +52,18 @@ async fn main() -> anyhow::Result<()> {
 
 async fn serve(config: statgate::Config) -> anyhow::Result<()> {
     let demo = config.demo;
-    let app = Application::build(config).await.context("statgate could not start")?;
+    let app = Application::build(config)
+        .await
+        .context("statgate could not start")?;
     if demo {
-        let token = app.state().auth.mint_jwt("alice", std::time::Duration::from_secs(24 * 3600))?;
-        println!("\n  statgate demo is running: open http://{}/\n  demo user alice, JWT: {token}\n", app.address());
+        let token = app
+            .state()
+            .auth
+            .mint_jwt("alice", std::time::Duration::from_secs(24 * 3600))?;
+        println!(
+            "\n  statgate demo is running: open http://{}/\n  demo user alice, JWT: {token}\n",
+            app.address()
+        );
     }
     let shutdown = app.shutdown_token();
     tokio::spawn(async move {
@@ -71,13 +79,14 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

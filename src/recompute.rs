@@ -49,7 +49,9 @@ impl Scheduler {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Due> {
-        self.due.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.due
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Marks signatures for recompute. A running one is re-run once after it finishes.
@@ -168,11 +170,19 @@ impl Recompute {
             .collect();
         self.scheduler.finish(&gone);
         for signature in &signatures {
-            by_query.entry(signature.query.name.as_str()).or_default().push(signature.clone());
+            by_query
+                .entry(signature.query.name.as_str())
+                .or_default()
+                .push(signature.clone());
         }
         by_query
             .into_values()
-            .flat_map(|group| group.chunks(self.batch_size).map(<[Arc<Signature>]>::to_vec).collect::<Vec<_>>())
+            .flat_map(|group| {
+                group
+                    .chunks(self.batch_size)
+                    .map(<[Arc<Signature>]>::to_vec)
+                    .collect::<Vec<_>>()
+            })
             .collect()
     }
 
@@ -188,14 +198,21 @@ impl Recompute {
                 tracing::warn!(query = %batch[0].query.name, signatures = batch.len(), error = %err, "batch recompute failed, retrying one by one");
                 for (signature, since) in batch.iter().zip(&pending) {
                     match self.execute(std::slice::from_ref(signature)).await {
-                        Ok(mut values) => self.deliver(signature, values.pop().unwrap_or(Value::Null), *since),
+                        Ok(mut values) => {
+                            self.deliver(signature, values.pop().unwrap_or(Value::Null), *since)
+                        }
                         Err(err) => self.fail(signature, *since, &err, shutdown),
                     }
                 }
             }
             Err(err) => {
                 if let Some(signature) = batch.first() {
-                    self.fail(signature, pending.first().copied().flatten(), &err, shutdown);
+                    self.fail(
+                        signature,
+                        pending.first().copied().flatten(),
+                        &err,
+                        shutdown,
+                    );
                 }
             }
         }
@@ -207,20 +224,32 @@ impl Recompute {
         if let Published::Sent { .. } = self.hub.publish(signature, value) {
             if let Some(since) = since {
                 let now = chrono::Utc::now().timestamp_micros();
-                self.metrics.push_lag.observe((now - since).max(0) as f64 / 1e6);
+                self.metrics
+                    .push_lag
+                    .observe((now - since).max(0) as f64 / 1e6);
             }
         }
     }
 
-    fn fail(&self, signature: &Arc<Signature>, since: Option<i64>, err: &sqlx::Error, shutdown: &CancellationToken) {
+    fn fail(
+        &self,
+        signature: &Arc<Signature>,
+        since: Option<i64>,
+        err: &sqlx::Error,
+        shutdown: &CancellationToken,
+    ) {
         signature.restore_pending_since(since);
         let message = match err.as_database_error() {
             Some(db) => db.message().to_owned(),
             None => "the database did not answer".to_owned(),
         };
-        let failures = self.hub.record_failure(signature, NOTIFY_AFTER_FAILURES, &message);
+        let failures = self
+            .hub
+            .record_failure(signature, NOTIFY_AFTER_FAILURES, &message);
         tracing::warn!(signature = %signature.signature, failures, error = %err, "recompute failed");
-        let delay = FIRST_RETRY.saturating_mul(1 << failures.min(10)).min(MAX_RETRY);
+        let delay = FIRST_RETRY
+            .saturating_mul(1 << failures.min(10))
+            .min(MAX_RETRY);
         let scheduler = self.scheduler.clone();
         let id = signature.id;
         let shutdown = shutdown.clone();
@@ -237,7 +266,8 @@ impl Recompute {
         let Some(query) = batch.first().map(|s| s.query.clone()) else {
             return Ok(Vec::new());
         };
-        let mut args = String::with_capacity(2 + batch.iter().map(|s| s.args_json.len() + 1).sum::<usize>());
+        let mut args =
+            String::with_capacity(2 + batch.iter().map(|s| s.args_json.len() + 1).sum::<usize>());
         args.push('[');
         for (index, signature) in batch.iter().enumerate() {
             if index > 0 {
@@ -249,8 +279,14 @@ impl Recompute {
         let label = self.metrics.query(&query.name);
         let started = Instant::now();
         self.metrics.recompute_statements.inc();
-        let result = sqlx::query(&query.statement).bind(args).fetch_all(&self.pool).await;
-        self.metrics.recompute_duration.get_or_create(&label).observe(started.elapsed().as_secs_f64());
+        let result = sqlx::query(&query.statement)
+            .bind(args)
+            .fetch_all(&self.pool)
+            .await;
+        self.metrics
+            .recompute_duration
+            .get_or_create(&label)
+            .observe(started.elapsed().as_secs_f64());
         let rows = match result {
             Ok(rows) => rows,
             Err(err) => {
@@ -258,16 +294,25 @@ impl Recompute {
                 return Err(err);
             }
         };
-        self.metrics.recomputes.get_or_create(&label).inc_by(batch.len() as u64);
+        self.metrics
+            .recomputes
+            .get_or_create(&label)
+            .inc_by(batch.len() as u64);
         let mut values = vec![Value::Null; batch.len()];
         for row in rows {
             let ordinal: i64 = row.try_get(0)?;
             let text: Option<String> = row.try_get(1)?;
             let value = match text {
-                Some(text) => serde_json::from_str(&text).map_err(|err| sqlx::Error::Decode(Box::new(err)))?,
+                Some(text) => {
+                    serde_json::from_str(&text).map_err(|err| sqlx::Error::Decode(Box::new(err)))?
+                }
                 None => Value::Null,
             };
-            if let Some(slot) = usize::try_from(ordinal).ok().and_then(|n| n.checked_sub(1)).and_then(|i| values.get_mut(i)) {
+            if let Some(slot) = usize::try_from(ordinal)
+                .ok()
+                .and_then(|n| n.checked_sub(1))
+                .and_then(|i| values.get_mut(i))
+            {
                 *slot = value;
             }
         }
@@ -286,9 +331,16 @@ mod tests {
         assert_eq!(scheduler.take_due(), vec![1, 2]);
         scheduler.mark_due([1]);
         scheduler.mark_due([1]);
-        assert!(scheduler.take_due().is_empty(), "running signatures are not handed out twice");
+        assert!(
+            scheduler.take_due().is_empty(),
+            "running signatures are not handed out twice"
+        );
         scheduler.finish(&[1, 2]);
-        assert_eq!(scheduler.take_due(), vec![1], "one re-run for any number of marks");
+        assert_eq!(
+            scheduler.take_due(),
+            vec![1],
+            "one re-run for any number of marks"
+        );
         scheduler.finish(&[1]);
         assert!(scheduler.take_due().is_empty());
         assert!(scheduler.is_idle());

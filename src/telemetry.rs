@@ -13,8 +13,12 @@ use prometheus_client::registry::Registry;
 
 /// Starts structured logging; `RUST_LOG` overrides the default `info` level.
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,sqlx=warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .try_init();
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -84,25 +88,100 @@ impl Metrics {
             subscribe_requests: Family::default(),
             registry: Registry::default(),
         };
-        registry.register("connections", "Open WebSocket connections", metrics.connections.clone());
-        registry.register("subscriptions", "Active subscriptions over all sockets", metrics.subscriptions.clone());
-        registry.register("signatures", "Distinct active signatures", metrics.signatures.clone());
-        registry.register("notifications", "Change notifications received", metrics.notifications.clone());
-        registry.register("notification_errors", "Change notifications that could not be parsed", metrics.notification_errors.clone());
-        registry.register("matched_signatures", "Signatures marked for recompute by notifications", metrics.matched_signatures.clone());
-        registry.register("recomputes", "Signatures recomputed", metrics.recomputes.clone());
-        registry.register("recompute_statements", "SQL statements run by recompute", metrics.recompute_statements.clone());
-        registry.register("recompute_errors", "Failed recompute statements", metrics.recompute_errors.clone());
-        registry.register("recompute_duration_seconds", "Duration of recompute statements", metrics.recompute_duration.clone());
-        registry.register("pushes", "query:update messages queued to sockets", metrics.pushes.clone());
-        registry.register("push_lag_seconds", "Commit-to-push lag, from the payload's `at`", metrics.push_lag.clone());
-        registry.register("listener_connected", "1 while the LISTEN connection is up", metrics.listener_connected.clone());
-        registry.register("listener_reconnects", "LISTEN connections re-established", metrics.listener_reconnects.clone());
-        registry.register("resyncs", "Full resyncs of every active signature", metrics.resyncs.clone());
-        registry.register("coalesced_updates", "Unsent values replaced by a newer one", metrics.coalesced_updates.clone());
-        registry.register("slow_consumer_closes", "Sockets closed with 4009", metrics.slow_consumer_closes.clone());
-        registry.register("subscribe_requests", "POST /realtime/subscribe by outcome", metrics.subscribe_requests.clone());
-        Metrics { registry, ..metrics }
+        registry.register(
+            "connections",
+            "Open WebSocket connections",
+            metrics.connections.clone(),
+        );
+        registry.register(
+            "subscriptions",
+            "Active subscriptions over all sockets",
+            metrics.subscriptions.clone(),
+        );
+        registry.register(
+            "signatures",
+            "Distinct active signatures",
+            metrics.signatures.clone(),
+        );
+        registry.register(
+            "notifications",
+            "Change notifications received",
+            metrics.notifications.clone(),
+        );
+        registry.register(
+            "notification_errors",
+            "Change notifications that could not be parsed",
+            metrics.notification_errors.clone(),
+        );
+        registry.register(
+            "matched_signatures",
+            "Signatures marked for recompute by notifications",
+            metrics.matched_signatures.clone(),
+        );
+        registry.register(
+            "recomputes",
+            "Signatures recomputed",
+            metrics.recomputes.clone(),
+        );
+        registry.register(
+            "recompute_statements",
+            "SQL statements run by recompute",
+            metrics.recompute_statements.clone(),
+        );
+        registry.register(
+            "recompute_errors",
+            "Failed recompute statements",
+            metrics.recompute_errors.clone(),
+        );
+        registry.register(
+            "recompute_duration_seconds",
+            "Duration of recompute statements",
+            metrics.recompute_duration.clone(),
+        );
+        registry.register(
+            "pushes",
+            "query:update messages queued to sockets",
+            metrics.pushes.clone(),
+        );
+        registry.register(
+            "push_lag_seconds",
+            "Commit-to-push lag, from the payload's `at`",
+            metrics.push_lag.clone(),
+        );
+        registry.register(
+            "listener_connected",
+            "1 while the LISTEN connection is up",
+            metrics.listener_connected.clone(),
+        );
+        registry.register(
+            "listener_reconnects",
+            "LISTEN connections re-established",
+            metrics.listener_reconnects.clone(),
+        );
+        registry.register(
+            "resyncs",
+            "Full resyncs of every active signature",
+            metrics.resyncs.clone(),
+        );
+        registry.register(
+            "coalesced_updates",
+            "Unsent values replaced by a newer one",
+            metrics.coalesced_updates.clone(),
+        );
+        registry.register(
+            "slow_consumer_closes",
+            "Sockets closed with 4009",
+            metrics.slow_consumer_closes.clone(),
+        );
+        registry.register(
+            "subscribe_requests",
+            "POST /realtime/subscribe by outcome",
+            metrics.subscribe_requests.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
     }
 
     /// The Prometheus text exposition.
@@ -115,6 +194,8 @@ impl Metrics {
     }
 
     pub fn query(&self, name: &str) -> QueryLabel {
-        QueryLabel { query: name.to_owned() }
+        QueryLabel {
+            query: name.to_owned(),
+        }
     }
 }

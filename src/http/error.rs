@@ -46,7 +46,9 @@ impl From<Forbidden> for ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::InvalidJson(_) | ApiError::InvalidArgs(_) | ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::InvalidJson(_) | ApiError::InvalidArgs(_) | ApiError::InvalidRequest(_) => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::UnknownQuery(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unauthorized(AuthError::UserMismatch) => StatusCode::FORBIDDEN,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
@@ -91,7 +93,9 @@ impl IntoResponse for ApiError {
         let body = json!({ "error": { "code": self.code(), "message": self.to_string(), "details": self.details() } });
         let mut response = (self.status(), axum::Json(body)).into_response();
         if matches!(self, ApiError::Unauthorized(ref err) if *err != AuthError::UserMismatch) {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

@@ -45,14 +45,25 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>
         Ok(Ok(_)) => Ok(Json(json!({ "status": "ready" }))),
         Ok(Err(err)) => {
             tracing::warn!(error = %err, "readiness: pool check failed");
-            Err(ApiError::NotReady("the database pool is not answering".into()))
+            Err(ApiError::NotReady(
+                "the database pool is not answering".into(),
+            ))
         }
-        Err(_) => Err(ApiError::NotReady("the database pool did not answer within 2 s".into())),
+        Err(_) => Err(ApiError::NotReady(
+            "the database pool did not answer within 2 s".into(),
+        )),
     }
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render()).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
 }
 
 async fn queries(State(state): State<AppState>) -> Json<serde_json::Value> {

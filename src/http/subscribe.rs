@@ -51,20 +51,35 @@ pub struct WebSocketParams {
     auth_token_param: &'static str,
 }
 
-pub async fn subscribe(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Json<SubscribeReply>, ApiError> {
+pub async fn subscribe(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<SubscribeReply>, ApiError> {
     let outcome = handle(&state, &headers, body);
-    let label = OutcomeLabel { outcome: if outcome.is_ok() { "ok" } else { "rejected" } };
+    let label = OutcomeLabel {
+        outcome: if outcome.is_ok() { "ok" } else { "rejected" },
+    };
     state.metrics.subscribe_requests.get_or_create(&label).inc();
     outcome.map(Json)
 }
 
-fn handle(state: &AppState, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<SubscribeReply, ApiError> {
+fn handle(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<SubscribeReply, ApiError> {
     if !is_json(headers) {
         return Err(ApiError::UnsupportedMediaType);
     }
     let body = body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge { limit: state.config.limits.max_body_bytes },
-        _ => ApiError::InvalidJson(format!("cannot read the request body: {}", rejection.body_text())),
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge {
+            limit: state.config.limits.max_body_bytes,
+        },
+        _ => ApiError::InvalidJson(format!(
+            "cannot read the request body: {}",
+            rejection.body_text()
+        )),
     })?;
     let request: SubscribeRequest = serde_json::from_slice(&body).map_err(|err| {
         ApiError::InvalidJson(format!(
@@ -74,10 +89,18 @@ fn handle(state: &AppState, headers: &HeaderMap, body: Result<Bytes, BytesReject
     let jwt = request
         .auth_token
         .as_deref()
-        .or_else(|| headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer))
+        .or_else(|| {
+            headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(bearer)
+        })
         .ok_or(AuthError::MissingJwt)?;
     let claims = state.auth.verify_jwt(jwt)?;
-    let query = state.registry.get(&request.query_name).ok_or_else(|| ApiError::UnknownQuery(request.query_name.clone()))?;
+    let query = state
+        .registry
+        .get(&request.query_name)
+        .ok_or_else(|| ApiError::UnknownQuery(request.query_name.clone()))?;
     let args = query.validate(&request.args)?;
     query.authorize(&args, &claims)?;
     let (token, token_claims) = state.auth.sign_token(&claims.sub, &query.name, &args.json);
@@ -91,7 +114,10 @@ fn handle(state: &AppState, headers: &HeaderMap, body: Result<Bytes, BytesReject
         websocket: WebSocketInfo {
             url: websocket_url(state, headers),
             protocol: PROTOCOL,
-            params: WebSocketParams { token_param: "token", auth_token_param: "authToken" },
+            params: WebSocketParams {
+                token_param: "token",
+                auth_token_param: "authToken",
+            },
         },
     })
 }
@@ -107,15 +133,25 @@ fn is_json(headers: &HeaderMap) -> bool {
 /// `STATGATE_PUBLIC_URL` when set, else the request's Host (and `X-Forwarded-Proto`).
 fn websocket_url(state: &AppState, headers: &HeaderMap) -> String {
     if let Some(public) = &state.config.public_url {
-        let ws = public.replacen("https://", "wss://", 1).replacen("http://", "ws://", 1);
+        let ws = public
+            .replacen("https://", "wss://", 1)
+            .replacen("http://", "ws://", 1);
         return format!("{ws}/realtime/ws");
     }
     let host = headers
         .get(header::HOST)
         .and_then(|value| value.to_str().ok())
-        .filter(|host| !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]_".contains(c)))
+        .filter(|host| {
+            !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".-:[]_".contains(c))
+        })
         .map(str::to_owned)
         .unwrap_or_else(|| state.address.to_string());
-    let secure = headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()).is_some_and(|proto| proto.eq_ignore_ascii_case("https"));
+    let secure = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|proto| proto.eq_ignore_ascii_case("https"));
     format!("{}://{host}/realtime/ws", if secure { "wss" } else { "ws" })
 }

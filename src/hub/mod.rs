@@ -69,13 +69,17 @@ struct UpdatePayload<'a> {
 
 impl Signature {
     fn lock(&self) -> MutexGuard<'_, SignatureState> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Remembers the commit time of a change that touched this signature (keeps the oldest).
     pub fn note_change(&self, at_micros: Option<i64>) {
         if let Some(at) = at_micros.filter(|at| *at > 0) {
-            let _ = self.pending_since.compare_exchange(0, at, Ordering::Relaxed, Ordering::Relaxed);
+            let _ =
+                self.pending_since
+                    .compare_exchange(0, at, Ordering::Relaxed, Ordering::Relaxed);
         }
     }
 
@@ -98,7 +102,10 @@ impl Signature {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Published {
     /// The value changed and was queued to this many sockets.
-    Sent { version: u64, sockets: usize },
+    Sent {
+        version: u64,
+        sockets: usize,
+    },
     Unchanged,
 }
 
@@ -113,12 +120,27 @@ pub struct Hub {
 
 impl Hub {
     pub fn new(matcher: Arc<Matcher>, scheduler: Arc<Scheduler>, metrics: Arc<Metrics>) -> Self {
-        Hub { by_name: DashMap::new(), by_id: DashMap::new(), next_id: AtomicU64::new(1), matcher, scheduler, metrics }
+        Hub {
+            by_name: DashMap::new(),
+            by_id: DashMap::new(),
+            next_id: AtomicU64::new(1),
+            matcher,
+            scheduler,
+            metrics,
+        }
     }
 
     /// Adds a socket to a signature, creating and scheduling the signature if it is new. If a
     /// value is already known, it is queued to the socket at once (the snapshot).
-    pub fn attach(&self, name: &str, query: &Arc<Query>, args: &serde_json::Map<String, Value>, args_json: &str, socket: u64, outbox: &Arc<Outbox>) -> Arc<Signature> {
+    pub fn attach(
+        &self,
+        name: &str,
+        query: &Arc<Query>,
+        args: &serde_json::Map<String, Value>,
+        args_json: &str,
+        socket: u64,
+        outbox: &Arc<Outbox>,
+    ) -> Arc<Signature> {
         self.metrics.subscriptions.inc();
         match self.by_name.entry(Arc::from(name)) {
             Entry::Occupied(existing) => {
@@ -195,13 +217,25 @@ impl Hub {
     pub fn publish(&self, signature: &Signature, value: Value) -> Published {
         let mut state = signature.lock();
         state.failures = 0;
-        if state.current.as_ref().is_some_and(|current| current.value == value) {
+        if state
+            .current
+            .as_ref()
+            .is_some_and(|current| current.value == value)
+        {
             return Published::Unchanged;
         }
-        let version = state.current.as_ref().map_or(1, |current| current.version + 1);
+        let version = state
+            .current
+            .as_ref()
+            .map_or(1, |current| current.version + 1);
         let frame = UpdateFrame {
             event: "query:update",
-            payload: UpdatePayload { query_name: &signature.query.name, signature: &signature.signature, data: &value, version },
+            payload: UpdatePayload {
+                query_name: &signature.query.name,
+                signature: &signature.signature,
+                data: &value,
+                version,
+            },
         };
         let frame = Utf8Bytes::from(serde_json::to_string(&frame).unwrap_or_default());
         for outbox in state.subscribers.values() {
@@ -211,7 +245,11 @@ impl Hub {
         }
         let sockets = state.subscribers.len();
         self.metrics.pushes.inc_by(sockets as u64);
-        state.current = Some(Current { value, version, frame });
+        state.current = Some(Current {
+            value,
+            version,
+            frame,
+        });
         Published::Sent { version, sockets }
     }
 

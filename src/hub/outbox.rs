@@ -39,7 +39,9 @@ impl Outbox {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
-        self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Queues the newest value of a signature; returns true when it replaced an unsent one.
@@ -135,6 +137,9 @@ mod tests {
             async move { outbox.ready().await }
         });
         outbox.push_update(1, "x".into());
-        tokio::time::timeout(std::time::Duration::from_secs(5), waiter).await.expect("woken").expect("joined");
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("woken")
+            .expect("joined");
     }
 }

@@ -110,7 +110,11 @@ pub fn key_of(kind: KeyKind, value: &Value) -> Option<Key> {
     match (kind, value) {
         (KeyKind::Int, Value::Number(n)) => n
             .as_i64()
-            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.2e18).map(|f| f as i64))
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 9.2e18)
+                    .map(|f| f as i64)
+            })
             .map(Key::Int),
         (KeyKind::Int, Value::String(s)) => s.trim().parse().ok().map(Key::Int),
         (KeyKind::Num, Value::Number(n)) => n.as_f64().map(|f| Key::Num(Float(f))),
@@ -118,7 +122,9 @@ pub fn key_of(kind: KeyKind, value: &Value) -> Option<Key> {
         (KeyKind::Text, Value::String(s)) => Some(Key::Text(s.as_str().into())),
         (KeyKind::Text, Value::Number(n)) => Some(Key::Text(n.to_string().into())),
         (KeyKind::Text, Value::Bool(b)) => Some(Key::Text(b.to_string().into())),
-        (KeyKind::Uuid, Value::String(s)) => uuid::Uuid::parse_str(s).ok().map(|u| Key::Uuid(u.as_u128())),
+        (KeyKind::Uuid, Value::String(s)) => uuid::Uuid::parse_str(s)
+            .ok()
+            .map(|u| Key::Uuid(u.as_u128())),
         (KeyKind::Bool, Value::Bool(b)) => Some(Key::Bool(*b)),
         (KeyKind::Date, Value::String(s)) => NaiveDate::parse_from_str(s, "%Y-%m-%d")
             .ok()
@@ -143,13 +149,28 @@ mod tests {
 
     #[test]
     fn payload_and_arg_values_meet_as_equal_keys() {
-        assert_eq!(key_of(KeyKind::Int, &json!(17)), key_of(KeyKind::Int, &json!("17")));
-        assert_eq!(key_of(KeyKind::Int, &json!(3.0)), Some(Key::Int(3)));
-        assert_eq!(key_of(KeyKind::Num, &json!(1.5)), key_of(KeyKind::Num, &json!("1.50")));
-        assert_eq!(key_of(KeyKind::Num, &json!(0.0)), key_of(KeyKind::Num, &json!("-0")));
         assert_eq!(
-            key_of(KeyKind::Uuid, &json!("6F9619FF-8B86-D011-B42D-00CF4FC964FF")),
-            key_of(KeyKind::Uuid, &json!("6f9619ff-8b86-d011-b42d-00cf4fc964ff"))
+            key_of(KeyKind::Int, &json!(17)),
+            key_of(KeyKind::Int, &json!("17"))
+        );
+        assert_eq!(key_of(KeyKind::Int, &json!(3.0)), Some(Key::Int(3)));
+        assert_eq!(
+            key_of(KeyKind::Num, &json!(1.5)),
+            key_of(KeyKind::Num, &json!("1.50"))
+        );
+        assert_eq!(
+            key_of(KeyKind::Num, &json!(0.0)),
+            key_of(KeyKind::Num, &json!("-0"))
+        );
+        assert_eq!(
+            key_of(
+                KeyKind::Uuid,
+                &json!("6F9619FF-8B86-D011-B42D-00CF4FC964FF")
+            ),
+            key_of(
+                KeyKind::Uuid,
+                &json!("6f9619ff-8b86-d011-b42d-00cf4fc964ff")
+            )
         );
         assert_eq!(
             key_of(KeyKind::Time, &json!("2026-11-22T13:00:00+01:00")),

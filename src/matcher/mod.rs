@@ -35,8 +35,14 @@ impl TableName {
     /// Parses `table` or `schema.table` (default schema `public`).
     pub fn parse(name: &str) -> Self {
         match name.split_once('.') {
-            Some((schema, table)) => TableName { schema: schema.to_owned(), table: table.to_owned() },
-            None => TableName { schema: "public".to_owned(), table: name.to_owned() },
+            Some((schema, table)) => TableName {
+                schema: schema.to_owned(),
+                table: table.to_owned(),
+            },
+            None => TableName {
+                schema: "public".to_owned(),
+                table: name.to_owned(),
+            },
         }
     }
 }
@@ -54,7 +60,10 @@ pub enum Constraint {
     /// The column equals one of these keys (a scalar arg gives one, an array arg several).
     AnyOf(Vec<Key>),
     /// The column lies in this range; a missing bound is unbounded.
-    Range { lower: Option<Bound>, upper: Option<Bound> },
+    Range {
+        lower: Option<Bound>,
+        upper: Option<Bound>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,8 +92,20 @@ impl ColumnConstraint {
         match &self.constraint {
             Constraint::AnyOf(keys) => keys.contains(key),
             Constraint::Range { lower, upper } => {
-                let above = lower.as_ref().is_none_or(|b| if b.inclusive { key >= &b.key } else { key > &b.key });
-                let below = upper.as_ref().is_none_or(|b| if b.inclusive { key <= &b.key } else { key < &b.key });
+                let above = lower.as_ref().is_none_or(|b| {
+                    if b.inclusive {
+                        key >= &b.key
+                    } else {
+                        key > &b.key
+                    }
+                });
+                let below = upper.as_ref().is_none_or(|b| {
+                    if b.inclusive {
+                        key <= &b.key
+                    } else {
+                        key < &b.key
+                    }
+                });
                 above && below
             }
         }
@@ -120,10 +141,12 @@ impl WatchEntry {
         if change.overflow {
             return true;
         }
-        self.constraints.iter().all(|c| match change.rows.get(&c.column) {
-            Some(values) => c.overlaps(values),
-            None => true,
-        })
+        self.constraints
+            .iter()
+            .all(|c| match change.rows.get(&c.column) {
+                Some(values) => c.overlaps(values),
+                None => true,
+            })
     }
 
     /// The equality constraint used to index this entry: the one with the fewest keys.
@@ -185,7 +208,10 @@ impl Matcher {
 
     /// Registers a signature's entries (replacing any it had).
     pub fn insert(&self, signature: u64, entries: Vec<WatchEntry>) {
-        let mut index = self.index.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut index = self
+            .index
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         index.remove(signature);
         for entry in entries {
             index.add(signature, entry);
@@ -193,19 +219,29 @@ impl Matcher {
     }
 
     pub fn remove(&self, signature: u64) {
-        let mut index = self.index.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut index = self
+            .index
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         index.remove(signature);
     }
 
     /// The signatures a change overlaps, each once.
     pub fn matches(&self, change: &Change) -> HashSet<u64> {
-        let index = self.index.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let index = self
+            .index
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         index.matches(change)
     }
 
     /// Number of indexed entries (for tests and metrics).
     pub fn len(&self) -> usize {
-        self.index.read().unwrap_or_else(|poisoned| poisoned.into_inner()).entries.len()
+        self.index
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entries
+            .len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -252,7 +288,9 @@ impl Index {
             match entry.index_column() {
                 Some(column) => {
                     let slot = (column.column.clone(), column.kind);
-                    if let (Constraint::AnyOf(keys), Some(values)) = (&column.constraint, table.by_value.get_mut(&slot)) {
+                    if let (Constraint::AnyOf(keys), Some(values)) =
+                        (&column.constraint, table.by_value.get_mut(&slot))
+                    {
                         for key in keys {
                             if let Some(ids) = values.get_mut(key) {
                                 ids.remove(&id);
@@ -336,15 +374,28 @@ mod tests {
     }
 
     fn entry(table: &str, constraints: Vec<ColumnConstraint>) -> WatchEntry {
-        WatchEntry { table: TableName::parse(table), constraints }
+        WatchEntry {
+            table: TableName::parse(table),
+            constraints,
+        }
     }
 
     fn change(table: &str, rows: Value) -> Change {
         let rows = rows
             .as_object()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_array().cloned().unwrap_or_default())).collect())
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_array().cloned().unwrap_or_default()))
+                    .collect()
+            })
             .unwrap_or_default();
-        Change { table: TableName::parse(table), op: "UPDATE".into(), rows, overflow: false, at_micros: None }
+        Change {
+            table: TableName::parse(table),
+            op: "UPDATE".into(),
+            rows,
+            overflow: false,
+            at_micros: None,
+        }
     }
 
     fn date_range(column: &str, from: &str, to: &str) -> ColumnConstraint {
@@ -352,8 +403,14 @@ mod tests {
             column: column.into(),
             kind: KeyKind::Date,
             constraint: Constraint::Range {
-                lower: key_of(KeyKind::Date, &json!(from)).map(|key| Bound { key, inclusive: true }),
-                upper: key_of(KeyKind::Date, &json!(to)).map(|key| Bound { key, inclusive: false }),
+                lower: key_of(KeyKind::Date, &json!(from)).map(|key| Bound {
+                    key,
+                    inclusive: true,
+                }),
+                upper: key_of(KeyKind::Date, &json!(to)).map(|key| Bound {
+                    key,
+                    inclusive: false,
+                }),
             },
         }
     }
@@ -363,16 +420,29 @@ mod tests {
         let m = Matcher::new();
         m.insert(1, vec![entry("post_stats", vec![eq("post_id", vec![17])])]);
         m.insert(2, vec![entry("post_stats", vec![eq("post_id", vec![18])])]);
-        assert_eq!(m.matches(&change("post_stats", json!({"post_id": [17, 99]}))), HashSet::from([1]));
-        assert!(m.matches(&change("post_stats", json!({"post_id": [5]}))).is_empty());
-        assert!(m.matches(&change("comments", json!({"post_id": [17]}))).is_empty());
+        assert_eq!(
+            m.matches(&change("post_stats", json!({"post_id": [17, 99]}))),
+            HashSet::from([1])
+        );
+        assert!(m
+            .matches(&change("post_stats", json!({"post_id": [5]})))
+            .is_empty());
+        assert!(m
+            .matches(&change("comments", json!({"post_id": [17]})))
+            .is_empty());
     }
 
     #[test]
     fn arrays_match_any_element() {
         let m = Matcher::new();
-        m.insert(1, vec![entry("post_stats", vec![eq("post_id", vec![1, 2, 3])])]);
-        assert_eq!(m.matches(&change("post_stats", json!({"post_id": [3]}))), HashSet::from([1]));
+        m.insert(
+            1,
+            vec![entry("post_stats", vec![eq("post_id", vec![1, 2, 3])])],
+        );
+        assert_eq!(
+            m.matches(&change("post_stats", json!({"post_id": [3]}))),
+            HashSet::from([1])
+        );
     }
 
     #[test]
@@ -383,12 +453,33 @@ mod tests {
             kind: KeyKind::Text,
             constraint: Constraint::AnyOf(vec![Key::Text(v.into())]),
         };
-        m.insert(1, vec![entry("measurement_rollups", vec![text("u1"), date_range("bucket_start", "2026-11-16", "2026-11-23")])]);
-        let inside = change("measurement_rollups", json!({"user_id": ["u1"], "bucket_start": ["2026-11-20"]}));
-        let outside = change("measurement_rollups", json!({"user_id": ["u1"], "bucket_start": ["2026-11-23"]}));
-        let other_user = change("measurement_rollups", json!({"user_id": ["u2"], "bucket_start": ["2026-11-20"]}));
+        m.insert(
+            1,
+            vec![entry(
+                "measurement_rollups",
+                vec![
+                    text("u1"),
+                    date_range("bucket_start", "2026-11-16", "2026-11-23"),
+                ],
+            )],
+        );
+        let inside = change(
+            "measurement_rollups",
+            json!({"user_id": ["u1"], "bucket_start": ["2026-11-20"]}),
+        );
+        let outside = change(
+            "measurement_rollups",
+            json!({"user_id": ["u1"], "bucket_start": ["2026-11-23"]}),
+        );
+        let other_user = change(
+            "measurement_rollups",
+            json!({"user_id": ["u2"], "bucket_start": ["2026-11-20"]}),
+        );
         let no_dates = change("measurement_rollups", json!({"user_id": ["u1"]}));
-        let no_users = change("measurement_rollups", json!({"bucket_start": ["2026-11-20"]}));
+        let no_users = change(
+            "measurement_rollups",
+            json!({"bucket_start": ["2026-11-20"]}),
+        );
         assert_eq!(m.matches(&inside), HashSet::from([1]));
         assert!(m.matches(&outside).is_empty());
         assert!(m.matches(&other_user).is_empty());
@@ -399,10 +490,28 @@ mod tests {
     #[test]
     fn range_only_and_unconstrained_entries_are_checked_on_every_change() {
         let m = Matcher::new();
-        m.insert(1, vec![entry("measurement_rollups", vec![date_range("bucket_start", "2026-01-01", "2026-02-01")])]);
+        m.insert(
+            1,
+            vec![entry(
+                "measurement_rollups",
+                vec![date_range("bucket_start", "2026-01-01", "2026-02-01")],
+            )],
+        );
         m.insert(2, vec![entry("measurement_rollups", vec![])]);
-        assert_eq!(m.matches(&change("measurement_rollups", json!({"bucket_start": ["2026-01-31"]}))), HashSet::from([1, 2]));
-        assert_eq!(m.matches(&change("measurement_rollups", json!({"bucket_start": ["2026-02-01"]}))), HashSet::from([2]));
+        assert_eq!(
+            m.matches(&change(
+                "measurement_rollups",
+                json!({"bucket_start": ["2026-01-31"]})
+            )),
+            HashSet::from([1, 2])
+        );
+        assert_eq!(
+            m.matches(&change(
+                "measurement_rollups",
+                json!({"bucket_start": ["2026-02-01"]})
+            )),
+            HashSet::from([2])
+        );
     }
 
     #[test]
@@ -419,18 +528,31 @@ mod tests {
     fn nulls_match_nothing_and_unreadable_values_match_everything() {
         let m = Matcher::new();
         m.insert(1, vec![entry("post_stats", vec![eq("post_id", vec![1])])]);
-        assert!(m.matches(&change("post_stats", json!({"post_id": [null]}))).is_empty());
-        assert_eq!(m.matches(&change("post_stats", json!({"post_id": [{"odd": true}]}))), HashSet::from([1]));
+        assert!(m
+            .matches(&change("post_stats", json!({"post_id": [null]})))
+            .is_empty());
+        assert_eq!(
+            m.matches(&change("post_stats", json!({"post_id": [{"odd": true}]}))),
+            HashSet::from([1])
+        );
     }
 
     #[test]
     fn removing_a_signature_forgets_all_its_entries() {
         let m = Matcher::new();
-        m.insert(1, vec![entry("post_stats", vec![eq("post_id", vec![1])]), entry("posts", vec![])]);
+        m.insert(
+            1,
+            vec![
+                entry("post_stats", vec![eq("post_id", vec![1])]),
+                entry("posts", vec![]),
+            ],
+        );
         assert_eq!(m.len(), 2);
         m.remove(1);
         assert!(m.is_empty());
-        assert!(m.matches(&change("post_stats", json!({"post_id": [1]}))).is_empty());
+        assert!(m
+            .matches(&change("post_stats", json!({"post_id": [1]})))
+            .is_empty());
         assert!(m.matches(&change("posts", json!({}))).is_empty());
     }
 }

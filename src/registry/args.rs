@@ -76,8 +76,14 @@ impl ArgType {
     pub fn parse(name: &str) -> Option<Self> {
         let name = name.trim();
         match name.strip_suffix("[]") {
-            Some(base) => Some(ArgType { base: BaseType::parse(base)?, array: true }),
-            None => Some(ArgType { base: BaseType::parse(name)?, array: false }),
+            Some(base) => Some(ArgType {
+                base: BaseType::parse(base)?,
+                array: true,
+            }),
+            None => Some(ArgType {
+                base: BaseType::parse(name)?,
+                array: false,
+            }),
         }
     }
 }
@@ -119,7 +125,12 @@ pub struct ArgsError {
 
 impl ArgsError {
     fn one(arg: &str, reason: impl Into<String>) -> Self {
-        ArgsError { problems: vec![ArgProblem { arg: arg.to_owned(), reason: reason.into() }] }
+        ArgsError {
+            problems: vec![ArgProblem {
+                arg: arg.to_owned(),
+                reason: reason.into(),
+            }],
+        }
     }
 }
 
@@ -136,12 +147,20 @@ pub fn validate(specs: &[ArgSpec], args: &Value) -> Result<CanonicalArgs, ArgsEr
     let given = match args {
         Value::Object(map) => map,
         Value::Null => &empty,
-        other => return Err(ArgsError::one("args", format!("must be a JSON object, got {}", kind(other)))),
+        other => {
+            return Err(ArgsError::one(
+                "args",
+                format!("must be a JSON object, got {}", kind(other)),
+            ))
+        }
     };
     let mut problems = Vec::new();
     for name in given.keys() {
         if !specs.iter().any(|spec| &spec.name == name) {
-            problems.push(ArgProblem { arg: name.clone(), reason: "unknown arg".into() });
+            problems.push(ArgProblem {
+                arg: name.clone(),
+                reason: "unknown arg".into(),
+            });
         }
     }
     let mut values = Map::new();
@@ -151,13 +170,19 @@ pub fn validate(specs: &[ArgSpec], args: &Value) -> Result<CanonicalArgs, ArgsEr
                 Ok(value) => {
                     values.insert(spec.name.clone(), value);
                 }
-                Err(reason) => problems.push(ArgProblem { arg: spec.name.clone(), reason }),
+                Err(reason) => problems.push(ArgProblem {
+                    arg: spec.name.clone(),
+                    reason,
+                }),
             },
             _ => {
                 if let Some(default) = &spec.default {
                     values.insert(spec.name.clone(), default.clone());
                 } else if !spec.optional {
-                    problems.push(ArgProblem { arg: spec.name.clone(), reason: format!("missing required arg of type {}", spec.ty) });
+                    problems.push(ArgProblem {
+                        arg: spec.name.clone(),
+                        reason: format!("missing required arg of type {}", spec.ty),
+                    });
                 }
             }
         }
@@ -175,10 +200,18 @@ pub fn canonical_value(spec: &ArgSpec, value: &Value) -> Result<Value, String> {
         return canonical_scalar(spec.ty.base, value, spec.max_length);
     }
     let Value::Array(items) = value else {
-        return Err(format!("expected an array of {}, got {}", spec.ty.base.sql_name(), kind(value)));
+        return Err(format!(
+            "expected an array of {}, got {}",
+            spec.ty.base.sql_name(),
+            kind(value)
+        ));
     };
     if items.len() > spec.max_items {
-        return Err(format!("array has {} elements, the limit is {}", items.len(), spec.max_items));
+        return Err(format!(
+            "array has {} elements, the limit is {}",
+            items.len(),
+            spec.max_items
+        ));
     }
     items
         .iter()
@@ -187,7 +220,8 @@ pub fn canonical_value(spec: &ArgSpec, value: &Value) -> Result<Value, String> {
             if item.is_null() {
                 return Err(format!("element {index} is null"));
             }
-            canonical_scalar(spec.ty.base, item, spec.max_length).map_err(|reason| format!("element {index}: {reason}"))
+            canonical_scalar(spec.ty.base, item, spec.max_length)
+                .map_err(|reason| format!("element {index}: {reason}"))
         })
         .collect::<Result<Vec<_>, _>>()
         .map(Value::Array)
@@ -224,7 +258,11 @@ fn integer(value: &Value, min: i64, max: i64, ty: &str) -> Result<Value, String>
             .as_i64()
             .map(i128::from)
             .or_else(|| n.as_u64().map(i128::from))
-            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 1e20).map(|f| f as i128)),
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 1e20)
+                    .map(|f| f as i128)
+            }),
         Value::String(s) => s.trim().parse::<i128>().ok(),
         other => return Err(format!("expected an integer ({ty}), got {}", kind(other))),
     };
@@ -244,7 +282,9 @@ fn float(value: &Value) -> Result<Value, String> {
         other => return Err(format!("expected a number (float8), got {}", kind(other))),
     };
     match parsed {
-        Some(f) if f.is_finite() => Number::from_f64(f).map(Value::Number).ok_or_else(|| "not a finite number".to_owned()),
+        Some(f) if f.is_finite() => Number::from_f64(f)
+            .map(Value::Number)
+            .ok_or_else(|| "not a finite number".to_owned()),
         Some(_) => Err("expected a finite number (float8)".to_owned()),
         None => Err(format!("expected a number (float8), got {value}")),
     }
@@ -255,7 +295,12 @@ fn numeric(value: &Value) -> Result<Value, String> {
     let raw = match value {
         Value::Number(n) => n.to_string(),
         Value::String(s) => s.trim().to_owned(),
-        other => return Err(format!("expected a decimal number (numeric), got {}", kind(other))),
+        other => {
+            return Err(format!(
+                "expected a decimal number (numeric), got {}",
+                kind(other)
+            ))
+        }
     };
     normalise_decimal(&raw)
         .map(Value::String)
@@ -265,7 +310,10 @@ fn numeric(value: &Value) -> Result<Value, String> {
 fn normalise_decimal(raw: &str) -> Option<String> {
     if raw.contains(['e', 'E']) {
         let f: f64 = raw.parse().ok()?;
-        return f.is_finite().then(|| normalise_decimal(&format!("{f}"))).flatten();
+        return f
+            .is_finite()
+            .then(|| normalise_decimal(&format!("{f}")))
+            .flatten();
     }
     let (negative, digits) = match raw.strip_prefix('-') {
         Some(rest) => (true, rest),
@@ -284,7 +332,11 @@ fn normalise_decimal(raw: &str) -> Option<String> {
     let int_part = if int_part.is_empty() { "0" } else { int_part };
     let zero = int_part == "0" && frac_part.is_empty();
     let sign = if negative && !zero { "-" } else { "" };
-    Some(if frac_part.is_empty() { format!("{sign}{int_part}") } else { format!("{sign}{int_part}.{frac_part}") })
+    Some(if frac_part.is_empty() {
+        format!("{sign}{int_part}")
+    } else {
+        format!("{sign}{int_part}.{frac_part}")
+    })
 }
 
 fn text(value: &Value, max_length: usize) -> Result<Value, String> {
@@ -293,7 +345,9 @@ fn text(value: &Value, max_length: usize) -> Result<Value, String> {
     };
     let length = s.chars().count();
     if length > max_length {
-        return Err(format!("string of {length} characters exceeds the limit of {max_length}"));
+        return Err(format!(
+            "string of {length} characters exceeds the limit of {max_length}"
+        ));
     }
     if s.contains('\0') {
         return Err("string contains a NUL character".to_owned());
@@ -321,9 +375,13 @@ fn boolean(value: &Value) -> Result<Value, String> {
 
 fn date(value: &Value) -> Result<Value, String> {
     let Value::String(s) = value else {
-        return Err(format!("expected a date string YYYY-MM-DD, got {}", kind(value)));
+        return Err(format!(
+            "expected a date string YYYY-MM-DD, got {}",
+            kind(value)
+        ));
     };
-    let parsed = NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").map_err(|_| format!("expected a date YYYY-MM-DD, got {s:?}"))?;
+    let parsed = NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
+        .map_err(|_| format!("expected a date YYYY-MM-DD, got {s:?}"))?;
     if !(1..=9999).contains(&parsed.year()) {
         return Err(format!("date {s:?} is out of range (years 1 to 9999)"));
     }
@@ -332,16 +390,23 @@ fn date(value: &Value) -> Result<Value, String> {
 
 fn timestamp(value: &Value) -> Result<Value, String> {
     let Value::String(s) = value else {
-        return Err(format!("expected an RFC 3339 timestamp string, got {}", kind(value)));
+        return Err(format!(
+            "expected an RFC 3339 timestamp string, got {}",
+            kind(value)
+        ));
     };
-    let parsed = DateTime::parse_from_rfc3339(s.trim()).map_err(|_| format!("expected an RFC 3339 timestamp with offset, got {s:?}"))?;
+    let parsed = DateTime::parse_from_rfc3339(s.trim())
+        .map_err(|_| format!("expected an RFC 3339 timestamp with offset, got {s:?}"))?;
     let utc = parsed.with_timezone(&Utc);
     if !(1..=9999).contains(&utc.year()) {
         return Err(format!("timestamp {s:?} is out of range (years 1 to 9999)"));
     }
     let micros = utc.timestamp_micros();
-    let truncated = DateTime::<Utc>::from_timestamp_micros(micros).ok_or_else(|| format!("timestamp {s:?} is out of range"))?;
-    Ok(Value::String(truncated.to_rfc3339_opts(SecondsFormat::AutoSi, true)))
+    let truncated = DateTime::<Utc>::from_timestamp_micros(micros)
+        .ok_or_else(|| format!("timestamp {s:?} is out of range"))?;
+    Ok(Value::String(
+        truncated.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+    ))
 }
 
 #[cfg(test)]
@@ -362,12 +427,17 @@ mod tests {
 
     fn accepts(ty: &str, input: Value, canonical: Value) {
         let spec = spec("x", ty);
-        assert_eq!(canonical_value(&spec, &input), Ok(canonical), "{ty} {input}");
+        assert_eq!(
+            canonical_value(&spec, &input),
+            Ok(canonical),
+            "{ty} {input}"
+        );
     }
 
     fn rejects(ty: &str, input: Value, reason_part: &str) {
         let spec = spec("x", ty);
-        let reason = canonical_value(&spec, &input).expect_err(&format!("{ty} should reject {input}"));
+        let reason =
+            canonical_value(&spec, &input).expect_err(&format!("{ty} should reject {input}"));
         assert!(reason.contains(reason_part), "{ty} {input}: {reason}");
     }
 
@@ -378,7 +448,11 @@ mod tests {
         accepts("int8", json!(17.0), json!(17));
         accepts("int4", json!(-2147483648_i64), json!(-2147483648_i64));
         rejects("int4", json!(2147483648_i64), "out of range for int4");
-        rejects("int8", json!("9223372036854775808"), "out of range for int8");
+        rejects(
+            "int8",
+            json!("9223372036854775808"),
+            "out of range for int8",
+        );
         rejects("int8", json!(1.5), "expected an integer");
         rejects("int8", json!("abc"), "expected an integer");
         rejects("int8", json!(true), "got a boolean");
@@ -405,7 +479,11 @@ mod tests {
         rejects("text", json!("x".repeat(11)), "exceeds the limit of 10");
         rejects("text", json!("a\u{0}b"), "NUL");
         rejects("text", json!(5), "got a number");
-        accepts("uuid", json!("6F9619FF-8B86-D011-B42D-00CF4FC964FF"), json!("6f9619ff-8b86-d011-b42d-00cf4fc964ff"));
+        accepts(
+            "uuid",
+            json!("6F9619FF-8B86-D011-B42D-00CF4FC964FF"),
+            json!("6f9619ff-8b86-d011-b42d-00cf4fc964ff"),
+        );
         rejects("uuid", json!("not-a-uuid"), "expected a uuid");
         accepts("bool", json!(true), json!(true));
         accepts("bool", json!("false"), json!(false));
@@ -417,8 +495,16 @@ mod tests {
         accepts("date", json!("2026-11-22"), json!("2026-11-22"));
         rejects("date", json!("2026-02-30"), "expected a date");
         rejects("date", json!("22/11/2026"), "expected a date");
-        accepts("timestamptz", json!("2026-11-22T13:00:00+01:00"), json!("2026-11-22T12:00:00Z"));
-        accepts("timestamptz", json!("2026-11-22T12:00:00.1234567Z"), json!("2026-11-22T12:00:00.123456Z"));
+        accepts(
+            "timestamptz",
+            json!("2026-11-22T13:00:00+01:00"),
+            json!("2026-11-22T12:00:00Z"),
+        );
+        accepts(
+            "timestamptz",
+            json!("2026-11-22T12:00:00.1234567Z"),
+            json!("2026-11-22T12:00:00.123456Z"),
+        );
         rejects("timestamptz", json!("2026-11-22 12:00"), "RFC 3339");
     }
 
@@ -438,7 +524,9 @@ mod tests {
         let args: Vec<&str> = err.problems.iter().map(|p| p.arg.as_str()).collect();
         assert_eq!(args, vec!["c", "a", "b"]);
         assert!(err.to_string().contains("c: unknown arg"));
-        assert!(err.to_string().contains("b: missing required arg of type text"));
+        assert!(err
+            .to_string()
+            .contains("b: missing required arg of type text"));
         assert!(validate(&specs, &json!([1])).is_err());
     }
 
@@ -459,7 +547,10 @@ mod tests {
         optional.optional = true;
         let specs = vec![optional];
         assert_eq!(validate(&specs, &json!({})).expect("valid").json, "{}");
-        assert_eq!(validate(&specs, &json!({"x": null})).expect("valid").json, "{}");
+        assert_eq!(
+            validate(&specs, &json!({"x": null})).expect("valid").json,
+            "{}"
+        );
         assert_eq!(validate(&specs, &Value::Null).expect("valid").json, "{}");
     }
 }

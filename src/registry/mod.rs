@@ -26,15 +26,29 @@ use crate::matcher::WatchEntry;
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error("cannot read the registry directory {path}: {source}")]
-    Directory { path: PathBuf, source: std::io::Error },
+    Directory {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: invalid TOML: {message}")]
     Toml { path: PathBuf, message: String },
     #[error("{path}: query {query}: {message}")]
-    Query { path: PathBuf, query: String, message: String },
+    Query {
+        path: PathBuf,
+        query: String,
+        message: String,
+    },
     #[error("{path}: query {query}: the database rejects its SQL: {message}")]
-    Prepare { path: PathBuf, query: String, message: String },
+    Prepare {
+        path: PathBuf,
+        query: String,
+        message: String,
+    },
 }
 
 /// How a query's rows become the pushed value.
@@ -93,13 +107,25 @@ impl Query {
             let allowed = match (canonical.values.get(&rule.arg), claims.claim(&rule.claim)) {
                 (Some(Value::String(arg)), Some(claim)) => *arg == claim,
                 (Some(Value::Array(items)), Some(claim)) => {
-                    !items.is_empty() && items.iter().all(|item| item.as_str().map(str::to_owned).unwrap_or_else(|| item.to_string()) == claim)
+                    !items.is_empty()
+                        && items.iter().all(|item| {
+                            item.as_str()
+                                .map(str::to_owned)
+                                .unwrap_or_else(|| item.to_string())
+                                == claim
+                        })
                 }
-                (Some(other), Some(claim)) => other.to_string() == claim,
+                (Some(other), Some(claim)) => {
+                    let rendered = other.to_string();
+                    rendered == claim
+                }
                 _ => false,
             };
             if !allowed {
-                return Err(Forbidden { arg: rule.arg.clone(), claim: rule.claim.clone() });
+                return Err(Forbidden {
+                    arg: rule.arg.clone(),
+                    claim: rule.claim.clone(),
+                });
             }
         }
         Ok(())
@@ -107,7 +133,10 @@ impl Query {
 
     /// The concrete watch entries of one signature.
     pub fn watch_entries(&self, canonical: &serde_json::Map<String, Value>) -> Vec<WatchEntry> {
-        self.watch.iter().map(|spec| spec.instantiate(&self.args, canonical)).collect()
+        self.watch
+            .iter()
+            .map(|spec| spec.instantiate(&self.args, canonical))
+            .collect()
     }
 }
 
@@ -138,7 +167,7 @@ impl Registry {
     pub fn load(dir: &Path) -> Result<Self, RegistryError> {
         let mut registry = Registry::default();
         let mut files = Vec::new();
-        collect_files(dir, dir, &mut files)?;
+        collect_files(dir, &mut files)?;
         files.sort();
         for file in files {
             registry.load_file(dir, &file)?;
@@ -147,15 +176,29 @@ impl Registry {
     }
 
     fn load_file(&mut self, root: &Path, file: &Path) -> Result<(), RegistryError> {
-        let text = std::fs::read_to_string(file).map_err(|source| RegistryError::Io { path: file.to_owned(), source })?;
+        let text = std::fs::read_to_string(file).map_err(|source| RegistryError::Io {
+            path: file.to_owned(),
+            source,
+        })?;
         let table: toml::Table =
-            text.parse().map_err(|err: toml::de::Error| RegistryError::Toml { path: file.to_owned(), message: err.message().to_owned() })?;
+            text.parse()
+                .map_err(|err: toml::de::Error| RegistryError::Toml {
+                    path: file.to_owned(),
+                    message: err.message().to_owned(),
+                })?;
         let prefix = file.strip_prefix(root).unwrap_or(file).with_extension("");
-        let prefix: Vec<String> = prefix.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+        let prefix: Vec<String> = prefix
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
         for (function, definition) in table {
             let name = format!("{}/{function}", prefix.join("/"));
-            let query = parse_query(&name, file, &definition)
-                .map_err(|message| RegistryError::Query { path: file.to_owned(), query: name.clone(), message })?;
+            let query =
+                parse_query(&name, file, &definition).map_err(|message| RegistryError::Query {
+                    path: file.to_owned(),
+                    query: name.clone(),
+                    message,
+                })?;
             self.queries.insert(name, Arc::new(query));
         }
         Ok(())
@@ -179,17 +222,22 @@ impl Registry {
 
     /// Prepares every query's statement against the database.
     pub async fn check(&self, pool: &PgPool) -> Result<(), RegistryError> {
-        let mut conn = pool
-            .acquire()
-            .await
-            .map_err(|err| RegistryError::Prepare { path: PathBuf::new(), query: "-".into(), message: err.to_string() })?;
+        let mut conn = pool.acquire().await.map_err(|err| RegistryError::Prepare {
+            path: PathBuf::new(),
+            query: "-".into(),
+            message: err.to_string(),
+        })?;
         for query in self.queries.values() {
             if let Err(err) = conn.prepare(query.statement.as_str()).await {
                 let message = match err.as_database_error() {
                     Some(db) => db.message().to_owned(),
                     None => err.to_string(),
                 };
-                return Err(RegistryError::Prepare { path: query.file.clone(), query: query.name.clone(), message });
+                return Err(RegistryError::Prepare {
+                    path: query.file.clone(),
+                    query: query.name.clone(),
+                    message,
+                });
             }
         }
         Ok(())
@@ -204,7 +252,11 @@ impl Registry {
                     .args
                     .iter()
                     .map(|arg| {
-                        let description = ArgDescription { ty: arg.ty.to_string(), optional: arg.optional || arg.default.is_some(), default: arg.default.clone() };
+                        let description = ArgDescription {
+                            ty: arg.ty.to_string(),
+                            optional: arg.optional || arg.default.is_some(),
+                            default: arg.default.clone(),
+                        };
                         (arg.name.clone(), description)
                     })
                     .collect(),
@@ -214,13 +266,19 @@ impl Registry {
     }
 }
 
-fn collect_files(root: &Path, dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), RegistryError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| RegistryError::Directory { path: dir.to_owned(), source })?;
+fn collect_files(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), RegistryError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| RegistryError::Directory {
+        path: dir.to_owned(),
+        source,
+    })?;
     for entry in entries {
-        let entry = entry.map_err(|source| RegistryError::Directory { path: dir.to_owned(), source })?;
+        let entry = entry.map_err(|source| RegistryError::Directory {
+            path: dir.to_owned(),
+            source,
+        })?;
         let path = entry.path();
         if path.is_dir() {
-            collect_files(root, &path, files)?;
+            collect_files(&path, files)?;
         } else if path.extension().is_some_and(|ext| ext == "toml") {
             files.push(path);
         }
@@ -229,13 +287,28 @@ fn collect_files(root: &Path, dir: &Path, files: &mut Vec<PathBuf>) -> Result<()
 }
 
 fn parse_query(name: &str, file: &Path, definition: &toml::Value) -> Result<Query, String> {
-    let table = definition.as_table().ok_or("must be a table with `sql`, `args`, `watch`")?;
-    if let Some(unknown) = table.keys().find(|key| !matches!(key.as_str(), "sql" | "args" | "returns" | "watch" | "auth" | "description")) {
+    let table = definition
+        .as_table()
+        .ok_or("must be a table with `sql`, `args`, `watch`")?;
+    if let Some(unknown) = table.keys().find(|key| {
+        !matches!(
+            key.as_str(),
+            "sql" | "args" | "returns" | "watch" | "auth" | "description"
+        )
+    }) {
         return Err(format!("unknown key `{unknown}`"));
     }
-    let sql = table.get("sql").and_then(toml::Value::as_str).ok_or("missing `sql = \"...\"`")?.trim().to_owned();
+    let sql = table
+        .get("sql")
+        .and_then(toml::Value::as_str)
+        .ok_or("missing `sql = \"...\"`")?
+        .trim()
+        .to_owned();
     let mut args = match table.get("args") {
-        Some(toml::Value::Table(args)) => args.iter().map(|(name, spec)| parse_arg(name, spec)).collect::<Result<Vec<_>, _>>()?,
+        Some(toml::Value::Table(args)) => args
+            .iter()
+            .map(|(name, spec)| parse_arg(name, spec))
+            .collect::<Result<Vec<_>, _>>()?,
         Some(_) => return Err("`args` must be a table of name = type".into()),
         None => Vec::new(),
     };
@@ -244,65 +317,119 @@ fn parse_query(name: &str, file: &Path, definition: &toml::Value) -> Result<Quer
         None | Some(Some("rows")) => Returns::Rows,
         Some(Some("value")) => Returns::Value,
         Some(Some("row")) => Returns::Row,
-        Some(other) => return Err(format!("`returns` must be \"value\", \"row\" or \"rows\", got {other:?}")),
+        Some(other) => {
+            return Err(format!(
+                "`returns` must be \"value\", \"row\" or \"rows\", got {other:?}"
+            ))
+        }
     };
     let auth = match table.get("auth") {
         Some(toml::Value::Table(rules)) => rules
             .iter()
             .map(|(arg, claim)| {
-                let claim = claim.as_str().ok_or_else(|| format!("auth rule for {arg} must name a claim, e.g. \"sub\""))?;
+                let claim = claim.as_str().ok_or_else(|| {
+                    format!("auth rule for {arg} must name a claim, e.g. \"sub\"")
+                })?;
                 if !args.iter().any(|a| &a.name == arg) {
-                    return Err(format!("auth rule names {arg}, which is not a declared arg"));
+                    return Err(format!(
+                        "auth rule names {arg}, which is not a declared arg"
+                    ));
                 }
-                Ok(AuthRule { arg: arg.clone(), claim: claim.to_owned() })
+                Ok(AuthRule {
+                    arg: arg.clone(),
+                    claim: claim.to_owned(),
+                })
             })
             .collect::<Result<Vec<_>, String>>()?,
         Some(_) => return Err("`auth` must be a table of arg = claim".into()),
         None => Vec::new(),
     };
     let watch = match table.get("watch") {
-        Some(toml::Value::Array(entries)) => entries.iter().map(|entry| watch::parse_watch(entry, &args)).collect::<Result<Vec<_>, _>>()?,
+        Some(toml::Value::Array(entries)) => entries
+            .iter()
+            .map(|entry| watch::parse_watch(entry, &args))
+            .collect::<Result<Vec<_>, _>>()?,
         Some(_) => return Err("`watch` must be an array of { table, match } entries".into()),
-        None => return Err("missing `watch`: statgate must know which tables the value depends on".into()),
+        None => {
+            return Err(
+                "missing `watch`: statgate must know which tables the value depends on".into(),
+            )
+        }
     };
     let bound = sql::bind_placeholders(&sql, &args)?;
     let statement = sql::batch_statement(&bound, returns);
-    Ok(Query { name: name.to_owned(), file: file.to_owned(), sql, statement, args, returns, auth, watch })
+    Ok(Query {
+        name: name.to_owned(),
+        file: file.to_owned(),
+        sql,
+        statement,
+        args,
+        returns,
+        auth,
+        watch,
+    })
 }
 
 fn parse_arg(name: &str, spec: &toml::Value) -> Result<ArgSpec, String> {
     if !name.chars().all(|c| c.is_alphanumeric() || c == '_') || name.is_empty() {
-        return Err(format!("arg name {name:?} must be letters, digits and underscores"));
+        return Err(format!(
+            "arg name {name:?} must be letters, digits and underscores"
+        ));
     }
     let (ty, options) = match spec {
         toml::Value::String(ty) => (ty.as_str(), None),
-        toml::Value::Table(options) => (options.get("type").and_then(toml::Value::as_str).ok_or_else(|| format!("arg {name}: missing `type`"))?, Some(options)),
-        _ => return Err(format!("arg {name}: expected a type name or a table with `type`")),
+        toml::Value::Table(options) => (
+            options
+                .get("type")
+                .and_then(toml::Value::as_str)
+                .ok_or_else(|| format!("arg {name}: missing `type`"))?,
+            Some(options),
+        ),
+        _ => {
+            return Err(format!(
+                "arg {name}: expected a type name or a table with `type`"
+            ))
+        }
     };
     let ty = ArgType::parse(ty).ok_or_else(|| {
         format!("arg {name}: unknown type {ty:?} (use int4, int8, float8, numeric, text, uuid, bool, date, timestamptz, or an array such as int8[])")
     })?;
     let get_usize = |key: &str, default: usize| -> Result<usize, String> {
         match options.and_then(|o| o.get(key)) {
-            Some(value) => value.as_integer().and_then(|v| usize::try_from(v).ok()).ok_or_else(|| format!("arg {name}: `{key}` must be a non-negative integer")),
+            Some(value) => value
+                .as_integer()
+                .and_then(|v| usize::try_from(v).ok())
+                .ok_or_else(|| format!("arg {name}: `{key}` must be a non-negative integer")),
             None => Ok(default),
         }
     };
     let mut arg = ArgSpec {
         name: name.to_owned(),
         ty,
-        optional: options.and_then(|o| o.get("optional")).and_then(toml::Value::as_bool).unwrap_or(false),
+        optional: options
+            .and_then(|o| o.get("optional"))
+            .and_then(toml::Value::as_bool)
+            .unwrap_or(false),
         default: None,
         max_length: get_usize("maxLength", DEFAULT_MAX_LENGTH)?,
         max_items: get_usize("maxItems", DEFAULT_MAX_ITEMS)?,
     };
     if let Some(options) = options {
-        if let Some(unknown) = options.keys().find(|k| !matches!(k.as_str(), "type" | "optional" | "default" | "maxLength" | "maxItems")) {
+        if let Some(unknown) = options.keys().find(|k| {
+            !matches!(
+                k.as_str(),
+                "type" | "optional" | "default" | "maxLength" | "maxItems"
+            )
+        }) {
             return Err(format!("arg {name}: unknown option `{unknown}`"));
         }
         if let Some(default) = options.get("default") {
-            let default = serde_json::to_value(default).map_err(|err| format!("arg {name}: {err}"))?;
-            arg.default = Some(args::canonical_value(&arg, &default).map_err(|reason| format!("arg {name}: default: {reason}"))?);
+            let default =
+                serde_json::to_value(default).map_err(|err| format!("arg {name}: {err}"))?;
+            arg.default = Some(
+                args::canonical_value(&arg, &default)
+                    .map_err(|reason| format!("arg {name}: default: {reason}"))?,
+            );
         }
     }
     Ok(arg)
@@ -335,7 +462,10 @@ watch = [{ table = "post_stats", match = { post_id = ":postId" } }]
         assert_eq!(query.returns, Returns::Value);
         assert!(registry.get("posts/stats/nothing").is_none());
         let canonical = query.validate(&json!({"postId": "17"})).expect("valid");
-        assert_eq!(query.signature(&canonical), r#"posts/stats/commentCount::{"postId":17}"#);
+        assert_eq!(
+            query.signature(&canonical),
+            r#"posts/stats/commentCount::{"postId":17}"#
+        );
     }
 
     #[test]
@@ -370,10 +500,17 @@ watch = [{ table = "measurement_rollups", match = { user_id = ":userId" } }]
         )
         .expect("loads");
         let query = registry.get("posts/stats/daily").expect("query");
-        let claims = Claims { sub: "u1".into(), exp: 0, other: Default::default() };
+        let claims = Claims {
+            sub: "u1".into(),
+            exp: 0,
+            other: Default::default(),
+        };
         let own = query.validate(&json!({"userId": "u1"})).expect("valid");
         let other = query.validate(&json!({"userId": "u2"})).expect("valid");
         assert!(query.authorize(&own, &claims).is_ok());
-        assert_eq!(query.authorize(&other, &claims).unwrap_err().to_string(), "arg userId must equal your sub claim");
+        assert_eq!(
+            query.authorize(&other, &claims).unwrap_err().to_string(),
+            "arg userId must equal your sub claim"
+        );
     }
 }

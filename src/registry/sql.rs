@@ -32,7 +32,10 @@ pub fn bind_placeholders(sql: &str, args: &[ArgSpec]) -> Result<String, String> 
                 i = end;
             }
             '-' if next == Some('-') => {
-                let end = chars[i..].iter().position(|&c| c == '\n').map_or(chars.len(), |p| i + p);
+                let end = chars[i..]
+                    .iter()
+                    .position(|&c| c == '\n')
+                    .map_or(chars.len(), |p| i + p);
                 out.extend(&chars[i..end]);
                 i = end;
             }
@@ -42,11 +45,19 @@ pub fn bind_placeholders(sql: &str, args: &[ArgSpec]) -> Result<String, String> 
                 i = end;
             }
             '$' if next.is_some_and(|n| n == '$' || n.is_alphabetic() || n == '_') => {
-                let tag_end = chars[i + 1..].iter().position(|&c| c == '$').map(|p| i + 1 + p);
+                let tag_end = chars[i + 1..]
+                    .iter()
+                    .position(|&c| c == '$')
+                    .map(|p| i + 1 + p);
                 match tag_end {
-                    Some(tag_end) if chars[i + 1..tag_end].iter().all(|c| c.is_alphanumeric() || *c == '_') => {
+                    Some(tag_end)
+                        if chars[i + 1..tag_end]
+                            .iter()
+                            .all(|c| c.is_alphanumeric() || *c == '_') =>
+                    {
                         let tag: Vec<char> = chars[i..=tag_end].to_vec();
-                        let end = find(&chars, tag_end + 1, &tag).map_or(chars.len(), |p| p + tag.len());
+                        let end =
+                            find(&chars, tag_end + 1, &tag).map_or(chars.len(), |p| p + tag.len());
                         out.extend(&chars[i..end]);
                         i = end;
                     }
@@ -62,9 +73,15 @@ pub fn bind_placeholders(sql: &str, args: &[ArgSpec]) -> Result<String, String> 
             }
             ':' if next.is_some_and(|n| n.is_alphabetic() || n == '_') => {
                 let start = i + 1;
-                let end = chars[start..].iter().position(|c| !(c.is_alphanumeric() || *c == '_')).map_or(chars.len(), |p| start + p);
+                let end = chars[start..]
+                    .iter()
+                    .position(|c| !(c.is_alphanumeric() || *c == '_'))
+                    .map_or(chars.len(), |p| start + p);
                 let name: String = chars[start..end].iter().collect();
-                let spec = args.iter().find(|a| a.name == name).ok_or_else(|| format!("placeholder :{name} names no declared arg"))?;
+                let spec = args
+                    .iter()
+                    .find(|a| a.name == name)
+                    .ok_or_else(|| format!("placeholder :{name} names no declared arg"))?;
                 out.push_str(&arg_expression(spec));
                 i = end;
             }
@@ -139,10 +156,13 @@ mod tests {
     #[test]
     fn placeholders_become_typed_reads_and_casts_stay() {
         let sql = "select x::int8 from t where a = :postId and b = any(:ids) and c = ':notThis' and \"d:e\" = 1 -- :nor this\n/* :nor */";
-        let bound = bind_placeholders(sql, &[spec("postId", "int8"), spec("ids", "int8[]")]).expect("binds");
+        let bound = bind_placeholders(sql, &[spec("postId", "int8"), spec("ids", "int8[]")])
+            .expect("binds");
         assert!(bound.contains("x::int8"));
         assert!(bound.contains("((statgate_args.args->>'postId')::int8)"));
-        assert!(bound.contains("(array(select jsonb_array_elements_text(statgate_args.args->'ids'))::int8[])"));
+        assert!(bound.contains(
+            "(array(select jsonb_array_elements_text(statgate_args.args->'ids'))::int8[])"
+        ));
         assert!(bound.contains("':notThis'"));
         assert!(bound.contains("\"d:e\""));
         assert!(bound.contains("-- :nor this"));

@@ -19,7 +19,11 @@ pub enum Operand {
 #[derive(Debug, Clone, PartialEq)]
 pub enum MatchSpec {
     Equals(Operand),
-    Range { gte: Option<Operand>, gt: Option<Operand>, lte: Option<Operand>, lt: Option<Operand> },
+    /// Bounds as (operand, inclusive); a missing bound is unbounded.
+    Range {
+        lower: Option<(Operand, bool)>,
+        upper: Option<(Operand, bool)>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -30,20 +34,33 @@ pub struct WatchSpec {
 
 /// Parses one `watch` entry of a registry file; `args` are the query's declared args.
 pub fn parse_watch(value: &toml::Value, args: &[ArgSpec]) -> Result<WatchSpec, String> {
-    let table = value.get("table").and_then(toml::Value::as_str).ok_or("a watch entry needs `table = \"...\"`")?;
+    let table = value
+        .get("table")
+        .and_then(toml::Value::as_str)
+        .ok_or("a watch entry needs `table = \"...\"`")?;
     if let Some(table_def) = value.as_table() {
-        if let Some(unknown) = table_def.keys().find(|key| !matches!(key.as_str(), "table" | "match")) {
-            return Err(format!("unknown key `{unknown}` in a watch entry (expected `table` and `match`)"));
+        if let Some(unknown) = table_def
+            .keys()
+            .find(|key| !matches!(key.as_str(), "table" | "match"))
+        {
+            return Err(format!(
+                "unknown key `{unknown}` in a watch entry (expected `table` and `match`)"
+            ));
         }
     }
     let mut columns = Vec::new();
     if let Some(matches) = value.get("match") {
-        let matches = matches.as_table().ok_or("`match` must be a table of column = value")?;
+        let matches = matches
+            .as_table()
+            .ok_or("`match` must be a table of column = value")?;
         for (column, spec) in matches {
             columns.push((column.clone(), parse_match(column, spec, args)?));
         }
     }
-    Ok(WatchSpec { table: TableName::parse(table), columns })
+    Ok(WatchSpec {
+        table: TableName::parse(table),
+        columns,
+    })
 }
 
 fn parse_match(column: &str, spec: &toml::Value, args: &[ArgSpec]) -> Result<MatchSpec, String> {
@@ -52,7 +69,10 @@ fn parse_match(column: &str, spec: &toml::Value, args: &[ArgSpec]) -> Result<Mat
         for (name, bound) in bounds {
             let operand = parse_operand(column, bound, args)?;
             if let Operand::Arg(arg) = &operand {
-                let spec = args.iter().find(|a| &a.name == arg).ok_or_else(|| format!("unknown arg {arg}"))?;
+                let spec = args
+                    .iter()
+                    .find(|a| &a.name == arg)
+                    .ok_or_else(|| format!("unknown arg {arg}"))?;
                 if spec.ty.array || !spec.ty.base.is_ordered() {
                     return Err(format!("column {column}: range bound :{arg} must be a scalar of an ordered type, not {}", spec.ty));
                 }
@@ -62,14 +82,22 @@ fn parse_match(column: &str, spec: &toml::Value, args: &[ArgSpec]) -> Result<Mat
                 "gt" => range.1 = Some(operand),
                 "lte" => range.2 = Some(operand),
                 "lt" => range.3 = Some(operand),
-                other => return Err(format!("column {column}: unknown range bound `{other}` (use gte, gt, lte, lt)")),
+                other => {
+                    return Err(format!(
+                        "column {column}: unknown range bound `{other}` (use gte, gt, lte, lt)"
+                    ))
+                }
             }
         }
         let (gte, gt, lte, lt) = range;
         if gte.is_some() && gt.is_some() || lte.is_some() && lt.is_some() {
-            return Err(format!("column {column}: give at most one lower and one upper bound"));
+            return Err(format!(
+                "column {column}: give at most one lower and one upper bound"
+            ));
         }
-        return Ok(MatchSpec::Range { gte, gt, lte, lt });
+        let lower = gte.map(|op| (op, true)).or(gt.map(|op| (op, false)));
+        let upper = lte.map(|op| (op, true)).or(lt.map(|op| (op, false)));
+        return Ok(MatchSpec::Range { lower, upper });
     }
     Ok(MatchSpec::Equals(parse_operand(column, spec, args)?))
 }
@@ -77,13 +105,17 @@ fn parse_match(column: &str, spec: &toml::Value, args: &[ArgSpec]) -> Result<Mat
 fn parse_operand(column: &str, value: &toml::Value, args: &[ArgSpec]) -> Result<Operand, String> {
     if let Some(reference) = value.as_str().and_then(|s| s.strip_prefix(':')) {
         if !args.iter().any(|arg| arg.name == reference) {
-            return Err(format!("column {column}: `:{reference}` names no declared arg"));
+            return Err(format!(
+                "column {column}: `:{reference}` names no declared arg"
+            ));
         }
         return Ok(Operand::Arg(reference.to_owned()));
     }
     let literal = serde_json::to_value(value).map_err(|err| format!("column {column}: {err}"))?;
     if KeyKind::of_literal(&literal).is_none() {
-        return Err(format!("column {column}: a literal must be a string, number or boolean"));
+        return Err(format!(
+            "column {column}: a literal must be a string, number or boolean"
+        ));
     }
     Ok(Operand::Literal(literal))
 }
@@ -91,22 +123,35 @@ fn parse_operand(column: &str, value: &toml::Value, args: &[ArgSpec]) -> Result<
 impl WatchSpec {
     /// The concrete entry for one signature's canonical args. An optional arg that is absent
     /// constrains nothing (the entry may then watch more rows, never fewer).
-    pub fn instantiate(&self, specs: &[ArgSpec], values: &serde_json::Map<String, Value>) -> WatchEntry {
+    pub fn instantiate(
+        &self,
+        specs: &[ArgSpec],
+        values: &serde_json::Map<String, Value>,
+    ) -> WatchEntry {
         let constraints = self
             .columns
             .iter()
             .filter_map(|(column, spec)| instantiate_column(column, spec, specs, values))
             .collect();
-        WatchEntry { table: self.table.clone(), constraints }
+        WatchEntry {
+            table: self.table.clone(),
+            constraints,
+        }
     }
 }
 
 /// The kind and value(s) of an operand, or `None` when it refers to an absent arg.
-fn resolve<'a>(operand: &'a Operand, specs: &[ArgSpec], values: &'a serde_json::Map<String, Value>) -> Option<(KeyKind, &'a Value)> {
+fn resolve<'a>(
+    operand: &'a Operand,
+    specs: &[ArgSpec],
+    values: &'a serde_json::Map<String, Value>,
+) -> Option<(KeyKind, &'a Value)> {
     match operand {
         Operand::Arg(name) => {
             let spec = specs.iter().find(|s| &s.name == name)?;
-            values.get(name).map(|value| (KeyKind::of(spec.ty.base), value))
+            values
+                .get(name)
+                .map(|value| (KeyKind::of(spec.ty.base), value))
         }
         Operand::Literal(value) => KeyKind::of_literal(value).map(|kind| (kind, value)),
     }
@@ -125,18 +170,30 @@ fn instantiate_column(
                 Value::Array(items) => items.iter().filter_map(|item| key_of(kind, item)).collect(),
                 scalar => vec![key_of(kind, scalar)?],
             };
-            Some(ColumnConstraint { column: column.to_owned(), kind, constraint: Constraint::AnyOf(keys) })
+            Some(ColumnConstraint {
+                column: column.to_owned(),
+                kind,
+                constraint: Constraint::AnyOf(keys),
+            })
         }
-        MatchSpec::Range { gte, gt, lte, lt } => {
+        MatchSpec::Range { lower, upper } => {
             let mut kind = None;
-            let mut bound = |operand: &Option<Operand>, inclusive: bool| {
-                let (k, value) = resolve(operand.as_ref()?, specs, values)?;
+            let mut bound = |side: &Option<(Operand, bool)>| {
+                let (operand, inclusive) = side.as_ref()?;
+                let (k, value) = resolve(operand, specs, values)?;
                 kind = Some(k);
-                key_of(k, value).map(|key| Bound { key, inclusive })
+                key_of(k, value).map(|key| Bound {
+                    key,
+                    inclusive: *inclusive,
+                })
             };
-            let lower = bound(gte, true).or_else(|| bound(gt, false));
-            let upper = bound(lte, true).or_else(|| bound(lt, false));
-            Some(ColumnConstraint { column: column.to_owned(), kind: kind?, constraint: Constraint::Range { lower, upper } })
+            let lower = bound(lower);
+            let upper = bound(upper);
+            Some(ColumnConstraint {
+                column: column.to_owned(),
+                kind: kind?,
+                constraint: Constraint::Range { lower, upper },
+            })
         }
     }
 }

@@ -59,12 +59,21 @@ struct Connection {
     window_messages: u32,
 }
 
-pub async fn run(socket: WebSocket, state: AppState, claims: Claims, initial: Option<VerifiedSubscription>) {
+pub async fn run(
+    socket: WebSocket,
+    state: AppState,
+    claims: Claims,
+    initial: Option<VerifiedSubscription>,
+) {
     let socket_id = state.next_socket.fetch_add(1, Ordering::Relaxed);
     state.metrics.connections.inc();
     let mut connection = Connection {
         outbox: Arc::new(Outbox::new()),
-        subscriptions: Subscriptions { hub: state.hub.clone(), socket: socket_id, by_signature: HashMap::new() },
+        subscriptions: Subscriptions {
+            hub: state.hub.clone(),
+            socket: socket_id,
+            by_signature: HashMap::new(),
+        },
         user: claims.sub,
         jwt_expires: claims.exp,
         window_start: Instant::now(),
@@ -90,7 +99,11 @@ impl Connection {
                 let _ = self.flush(&mut sink, Vec::new()).await;
             }
             let close = Message::Close(Some(close_frame(reason)));
-            let timeout = if reason == CloseReason::SlowConsumer { self.state.config.limits.slow_consumer } else { CLOSE_TIMEOUT };
+            let timeout = if reason == CloseReason::SlowConsumer {
+                self.state.config.limits.slow_consumer
+            } else {
+                CLOSE_TIMEOUT
+            };
             let _ = tokio::time::timeout(timeout, sink.send(close)).await;
         }
         exit
@@ -108,7 +121,8 @@ impl Connection {
         let shutdown = self.state.shutdown.clone();
         let mut frames = Vec::new();
         loop {
-            let jwt_deadline = Instant::now() + Duration::from_secs(self.jwt_expires.saturating_sub(now_secs()));
+            let jwt_deadline =
+                Instant::now() + Duration::from_secs(self.jwt_expires.saturating_sub(now_secs()));
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return Exit::Close(CloseReason::ShuttingDown),
@@ -152,7 +166,11 @@ impl Connection {
     }
 
     /// Writes frames, or gives up after the slow-consumer timeout.
-    async fn flush(&self, sink: &mut futures_util::stream::SplitSink<WebSocket, Message>, mut frames: Vec<Utf8Bytes>) -> Result<(), Exit> {
+    async fn flush(
+        &self,
+        sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+        mut frames: Vec<Utf8Bytes>,
+    ) -> Result<(), Exit> {
         if self.outbox.drain_into(&mut frames).is_err() {
             return Err(Exit::Close(CloseReason::TooManyReplies));
         }
@@ -191,7 +209,11 @@ impl Connection {
         match message {
             Message::Text(text) => self.on_text(text.as_str()),
             Message::Binary(_) => {
-                self.reply(protocol::error(&None, "bad_frame", "binary frames are not supported; send JSON text frames"));
+                self.reply(protocol::error(
+                    &None,
+                    "bad_frame",
+                    "binary frames are not supported; send JSON text frames",
+                ));
                 None
             }
             Message::Close(_) => Some(Exit::Gone),
@@ -238,14 +260,28 @@ impl Connection {
                 return None;
             }
         };
-        if let Some(existing) = self.subscriptions.by_signature.get(subscription.signature.as_str()) {
-            self.reply(protocol::subscribed(id, &existing.query.name, &existing.signature));
+        if let Some(existing) = self
+            .subscriptions
+            .by_signature
+            .get(subscription.signature.as_str())
+        {
+            self.reply(protocol::subscribed(
+                id,
+                &existing.query.name,
+                &existing.signature,
+            ));
             return None;
         }
-        if self.subscriptions.by_signature.len() >= self.state.config.limits.max_subscriptions_per_socket {
+        if self.subscriptions.by_signature.len()
+            >= self.state.config.limits.max_subscriptions_per_socket
+        {
             return Some(Exit::Close(CloseReason::TooManySubscriptions));
         }
-        self.reply(protocol::subscribed(id, &subscription.query.name, &subscription.signature));
+        self.reply(protocol::subscribed(
+            id,
+            &subscription.query.name,
+            &subscription.signature,
+        ));
         self.attach(subscription);
         None
     }
@@ -259,7 +295,9 @@ impl Connection {
             self.subscriptions.socket,
             &self.outbox,
         );
-        self.subscriptions.by_signature.insert(signature.signature.clone(), signature);
+        self.subscriptions
+            .by_signature
+            .insert(signature.signature.clone(), signature);
     }
 
     fn unsubscribe(&mut self, id: &Option<Value>, signature: &str) {
@@ -269,7 +307,11 @@ impl Connection {
                 self.outbox.forget(existing.id);
                 self.reply(protocol::unsubscribed(id, signature));
             }
-            None => self.reply(protocol::error(id, "not_subscribed", "this socket has no subscription with that signature")),
+            None => self.reply(protocol::error(
+                id,
+                "not_subscribed",
+                "this socket has no subscription with that signature",
+            )),
         }
     }
 
@@ -281,7 +323,11 @@ impl Connection {
             }
             Ok(_) => {
                 let err = ApiError::from(AuthError::UserMismatch);
-                self.reply(protocol::error(id, err.code(), "the new authToken belongs to another user"));
+                self.reply(protocol::error(
+                    id,
+                    err.code(),
+                    "the new authToken belongs to another user",
+                ));
             }
             Err(err) => {
                 let err = ApiError::from(err);

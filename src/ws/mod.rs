@@ -41,24 +41,42 @@ pub struct VerifiedSubscription {
 }
 
 /// Verifies a subscription token for `user` and re-validates its args against the registry.
-pub fn verify_subscription(state: &AppState, token: &str, user: &str) -> Result<VerifiedSubscription, ApiError> {
+pub fn verify_subscription(
+    state: &AppState,
+    token: &str,
+    user: &str,
+) -> Result<VerifiedSubscription, ApiError> {
     let claims = state.auth.verify_token(token)?;
     if claims.user != user {
         return Err(AuthError::UserMismatch.into());
     }
-    let query = state.registry.get(&claims.query).ok_or_else(|| ApiError::UnknownQuery(claims.query.clone()))?.clone();
-    let args_value: serde_json::Value = serde_json::from_str(&claims.args).map_err(|_| AuthError::InvalidToken)?;
+    let query = state
+        .registry
+        .get(&claims.query)
+        .ok_or_else(|| ApiError::UnknownQuery(claims.query.clone()))?
+        .clone();
+    let args_value: serde_json::Value =
+        serde_json::from_str(&claims.args).map_err(|_| AuthError::InvalidToken)?;
     let args = query.validate(&args_value)?;
     if args.json != claims.args {
         return Err(AuthError::InvalidToken.into());
     }
     let signature = claims.signature();
-    Ok(VerifiedSubscription { claims, signature, query, args })
+    Ok(VerifiedSubscription {
+        claims,
+        signature,
+        query,
+        args,
+    })
 }
 
 fn jwt_from(params: &WsParams, headers: &HeaderMap) -> Option<String> {
     params.auth_token.clone().or_else(|| {
-        headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok()).and_then(bearer).map(str::to_owned)
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(bearer)
+            .map(str::to_owned)
     })
 }
 
@@ -79,16 +97,26 @@ pub async fn upgrade(
                     .write_buffer_size(WRITE_BUFFER_BYTES)
                     .max_message_size(limits.max_frame_bytes)
                     .max_frame_size(limits.max_frame_bytes)
-                    .on_upgrade(move |socket| tracker.track_future(connection::run(socket, state, claims, initial)))
+                    .on_upgrade(move |socket| {
+                        tracker.track_future(connection::run(socket, state, claims, initial))
+                    })
             }
-            Err(rejection) => ApiError::InvalidRequest(format!("not a WebSocket upgrade: {rejection}")).into_response(),
+            Err(rejection) => {
+                ApiError::InvalidRequest(format!("not a WebSocket upgrade: {rejection}"))
+                    .into_response()
+            }
         },
         Err(err) => err.into_response(),
     }
 }
 
-fn authorize(state: &AppState, headers: &HeaderMap, params: Result<Query<WsParams>, QueryRejection>) -> Result<(Claims, Option<VerifiedSubscription>), ApiError> {
-    let Query(params) = params.map_err(|rejection| ApiError::InvalidRequest(rejection.body_text()))?;
+fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: Result<Query<WsParams>, QueryRejection>,
+) -> Result<(Claims, Option<VerifiedSubscription>), ApiError> {
+    let Query(params) =
+        params.map_err(|rejection| ApiError::InvalidRequest(rejection.body_text()))?;
     let jwt = jwt_from(&params, headers).ok_or(AuthError::MissingJwt)?;
     let claims = state.auth.verify_jwt(&jwt)?;
     let initial = match params.token.as_deref() {

@@ -11,9 +11,15 @@ pub const PROTOCOL: &str = "statgate.realtime.v1";
 pub enum ClientFrame {
     /// The bare text `ping`, or `{"type":"ping"}`.
     Ping,
-    Subscribe { token: String },
-    Unsubscribe { signature: String },
-    Auth { auth_token: String },
+    Subscribe {
+        token: String,
+    },
+    Unsubscribe {
+        signature: String,
+    },
+    Auth {
+        auth_token: String,
+    },
 }
 
 /// A frame that could not be understood, with the reason sent back to the client.
@@ -32,23 +38,49 @@ pub struct Request {
 
 pub fn parse_frame(text: &str) -> Result<Request, BadFrame> {
     if text.trim() == "ping" {
-        return Ok(Request { id: None, frame: ClientFrame::Ping });
+        return Ok(Request {
+            id: None,
+            frame: ClientFrame::Ping,
+        });
     }
-    let bad = |id: Option<Value>, message: &str| BadFrame { id, message: message.to_owned() };
-    let value: Value = serde_json::from_str(text).map_err(|_| bad(None, "frame is not JSON (expected an object with a `type`, or the text `ping`)"))?;
+    let bad = |id: Option<Value>, message: &str| BadFrame {
+        id,
+        message: message.to_owned(),
+    };
+    let value: Value = serde_json::from_str(text).map_err(|_| {
+        bad(
+            None,
+            "frame is not JSON (expected an object with a `type`, or the text `ping`)",
+        )
+    })?;
     let Value::Object(object) = value else {
         return Err(bad(None, "frame must be a JSON object with a `type`"));
     };
-    let id = object.get("id").filter(|id| id.is_string() || id.is_number()).cloned();
+    let id = object
+        .get("id")
+        .filter(|id| id.is_string() || id.is_number())
+        .cloned();
     let field = |name: &str| object.get(name).and_then(Value::as_str).map(str::to_owned);
     let frame = match object.get("type").and_then(Value::as_str) {
         Some("ping") => ClientFrame::Ping,
-        Some("subscribe") => ClientFrame::Subscribe { token: field("token").ok_or_else(|| bad(id.clone(), "subscribe needs a string `token`"))? },
-        Some("unsubscribe") => {
-            ClientFrame::Unsubscribe { signature: field("signature").ok_or_else(|| bad(id.clone(), "unsubscribe needs a string `signature`"))? }
+        Some("subscribe") => ClientFrame::Subscribe {
+            token: field("token")
+                .ok_or_else(|| bad(id.clone(), "subscribe needs a string `token`"))?,
+        },
+        Some("unsubscribe") => ClientFrame::Unsubscribe {
+            signature: field("signature")
+                .ok_or_else(|| bad(id.clone(), "unsubscribe needs a string `signature`"))?,
+        },
+        Some("auth") => ClientFrame::Auth {
+            auth_token: field("authToken")
+                .ok_or_else(|| bad(id.clone(), "auth needs a string `authToken`"))?,
+        },
+        Some(_) => {
+            return Err(bad(
+                id,
+                "unknown frame type (expected subscribe, unsubscribe, auth or ping)",
+            ))
         }
-        Some("auth") => ClientFrame::Auth { auth_token: field("authToken").ok_or_else(|| bad(id.clone(), "auth needs a string `authToken`"))? },
-        Some(_) => return Err(bad(id, "unknown frame type (expected subscribe, unsubscribe, auth or ping)")),
         None => return Err(bad(id, "frame needs a string `type`")),
     };
     Ok(Request { id, frame })
@@ -70,19 +102,34 @@ pub fn pong() -> Utf8Bytes {
 }
 
 pub fn subscribed(id: &Option<Value>, query_name: &str, signature: &str) -> Utf8Bytes {
-    event("subscribed", with_id(json!({ "queryName": query_name, "signature": signature }), id))
+    event(
+        "subscribed",
+        with_id(
+            json!({ "queryName": query_name, "signature": signature }),
+            id,
+        ),
+    )
 }
 
 pub fn unsubscribed(id: &Option<Value>, signature: &str) -> Utf8Bytes {
-    event("unsubscribed", with_id(json!({ "signature": signature }), id))
+    event(
+        "unsubscribed",
+        with_id(json!({ "signature": signature }), id),
+    )
 }
 
 pub fn authenticated(id: &Option<Value>, expires_at: u64) -> Utf8Bytes {
-    event("authenticated", with_id(json!({ "expiresAt": expires_at }), id))
+    event(
+        "authenticated",
+        with_id(json!({ "expiresAt": expires_at }), id),
+    )
 }
 
 pub fn error(id: &Option<Value>, code: &str, message: &str) -> Utf8Bytes {
-    event("error", with_id(json!({ "code": code, "message": message }), id))
+    event(
+        "error",
+        with_id(json!({ "code": code, "message": message }), id),
+    )
 }
 
 /// Why the server closes a socket.
@@ -110,7 +157,10 @@ pub fn close_frame(reason: CloseReason) -> CloseFrame {
         CloseReason::TooManyReplies => (4008, "too many unread replies"),
         CloseReason::SlowConsumer => (4009, "slow consumer: the socket could not drain its outbox"),
     };
-    CloseFrame { code, reason: Utf8Bytes::from_static(text) }
+    CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(text),
+    }
 }
 
 #[cfg(test)]
@@ -120,9 +170,29 @@ mod tests {
     #[test]
     fn frames_parse() {
         assert_eq!(parse_frame("ping").expect("ping").frame, ClientFrame::Ping);
-        assert_eq!(parse_frame(r#"{"type":"subscribe","token":"t","id":1}"#).expect("sub"), Request { id: Some(json!(1)), frame: ClientFrame::Subscribe { token: "t".into() } });
-        assert_eq!(parse_frame(r#"{"type":"unsubscribe","signature":"s"}"#).expect("unsub").frame, ClientFrame::Unsubscribe { signature: "s".into() });
-        assert_eq!(parse_frame(r#"{"type":"auth","authToken":"j"}"#).expect("auth").frame, ClientFrame::Auth { auth_token: "j".into() });
+        assert_eq!(
+            parse_frame(r#"{"type":"subscribe","token":"t","id":1}"#).expect("sub"),
+            Request {
+                id: Some(json!(1)),
+                frame: ClientFrame::Subscribe { token: "t".into() }
+            }
+        );
+        assert_eq!(
+            parse_frame(r#"{"type":"unsubscribe","signature":"s"}"#)
+                .expect("unsub")
+                .frame,
+            ClientFrame::Unsubscribe {
+                signature: "s".into()
+            }
+        );
+        assert_eq!(
+            parse_frame(r#"{"type":"auth","authToken":"j"}"#)
+                .expect("auth")
+                .frame,
+            ClientFrame::Auth {
+                auth_token: "j".into()
+            }
+        );
     }
 
     #[test]
@@ -133,11 +203,19 @@ mod tests {
             (r#"{"token":"t"}"#, "needs a string `type`"),
             (r#"{"type":"nope"}"#, "unknown frame type"),
             (r#"{"type":"subscribe"}"#, "needs a string `token`"),
-            (r#"{"type":"subscribe","token":5}"#, "needs a string `token`"),
+            (
+                r#"{"type":"subscribe","token":5}"#,
+                "needs a string `token`",
+            ),
         ] {
             let err = parse_frame(text).expect_err(text);
             assert!(err.message.contains(expected), "{text}: {}", err.message);
         }
-        assert_eq!(parse_frame(r#"{"type":"nope","id":"x"}"#).expect_err("bad").id, Some(json!("x")));
+        assert_eq!(
+            parse_frame(r#"{"type":"nope","id":"x"}"#)
+                .expect_err("bad")
+                .id,
+            Some(json!("x"))
+        );
     }
 }

@@ -30,14 +30,33 @@ async fn server() -> &'static Server {
     SERVER
         .get_or_init(|| async {
             if let Ok(url) = std::env::var("DATABASE_URL") {
-                let base = url.rsplit_once('/').map(|(base, _)| base.to_owned()).unwrap_or(url);
-                return Server { base_url: base, _embedded: None };
+                let base = url
+                    .rsplit_once('/')
+                    .map(|(base, _)| base.to_owned())
+                    .unwrap_or(url);
+                return Server {
+                    base_url: base,
+                    _embedded: None,
+                };
             }
             let dir = std::env::temp_dir().join(format!("statgate-test-{}", std::process::id()));
-            let options = EmbeddedOptions { data_dir: dir.join("pgdata"), fast_unsafe: true, ..EmbeddedOptions::default() };
-            let embedded = EmbeddedPostgres::start(options).await.expect("the test harness starts PostgreSQL (are its server binaries installed?)");
-            let base = embedded.url("postgres").rsplit_once('/').map(|(b, _)| b.to_owned()).expect("url");
-            Server { base_url: base, _embedded: Some(embedded) }
+            let options = EmbeddedOptions {
+                data_dir: dir.join("pgdata"),
+                fast_unsafe: true,
+                ..EmbeddedOptions::default()
+            };
+            let embedded = EmbeddedPostgres::start(options)
+                .await
+                .expect("the test harness starts PostgreSQL (are its server binaries installed?)");
+            let base = embedded
+                .url("postgres")
+                .rsplit_once('/')
+                .map(|(b, _)| b.to_owned())
+                .expect("url");
+            Server {
+                base_url: base,
+                _embedded: Some(embedded),
+            }
         })
         .await
 }
@@ -50,20 +69,35 @@ pub fn queries_dir() -> PathBuf {
 pub async fn fresh_database() -> (String, PgPool) {
     let server = server().await;
     let name = format!("t_{}", uuid_like());
-    let admin = PgPool::connect(&format!("{}/postgres", server.base_url)).await.expect("admin connection");
-    sqlx::query(&format!("create database {name}")).execute(&admin).await.expect("create database");
+    let admin = PgPool::connect(&format!("{}/postgres", server.base_url))
+        .await
+        .expect("admin connection");
+    sqlx::query(&format!("create database {name}"))
+        .execute(&admin)
+        .await
+        .expect("create database");
     admin.close().await;
     let url = format!("{}/{name}", server.base_url);
     let pool = PgPool::connect(&url).await.expect("test pool");
-    statgate::db::migrate(&pool).await.expect("migrations apply");
+    statgate::db::migrate(&pool)
+        .await
+        .expect("migrations apply");
     (url, pool)
 }
 
 fn uuid_like() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    format!("{}_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed), nanos)
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        nanos
+    )
 }
 
 pub struct TestApp {
@@ -89,7 +123,14 @@ impl TestApp {
         let shutdown = app.shutdown_token();
         let state = app.state().clone();
         let done = tokio::spawn(app.run());
-        let test_app = TestApp { address, db, http: reqwest::Client::new(), shutdown, state, done };
+        let test_app = TestApp {
+            address,
+            db,
+            http: reqwest::Client::new(),
+            shutdown,
+            state,
+            done,
+        };
         test_app.wait_ready().await;
         test_app
     }
@@ -106,50 +147,92 @@ impl TestApp {
                     return;
                 }
             }
-            assert!(tokio::time::Instant::now() < deadline, "gateway never became ready");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "gateway never became ready"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
     pub fn jwt(&self, user: &str) -> String {
-        self.state.auth.mint_jwt(user, Duration::from_secs(3600)).expect("jwt")
+        self.state
+            .auth
+            .mint_jwt(user, Duration::from_secs(3600))
+            .expect("jwt")
     }
 
     pub async fn post_subscribe(&self, body: Value) -> reqwest::Response {
-        self.http.post(self.url("/realtime/subscribe")).json(&body).send().await.expect("request")
+        self.http
+            .post(self.url("/realtime/subscribe"))
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
     }
 
     /// Subscribes and returns (token, signature); panics unless 200.
     pub async fn subscribe(&self, user: &str, query: &str, args: Value) -> (String, String) {
-        let response = self.post_subscribe(json!({"queryName": query, "args": args, "authToken": self.jwt(user)})).await;
+        let response = self
+            .post_subscribe(json!({"queryName": query, "args": args, "authToken": self.jwt(user)}))
+            .await;
         let status = response.status();
         let body: Value = response.json().await.expect("json body");
         assert_eq!(status, 200, "{body}");
-        (body["token"].as_str().expect("token").to_owned(), body["signature"].as_str().expect("signature").to_owned())
+        (
+            body["token"].as_str().expect("token").to_owned(),
+            body["signature"].as_str().expect("signature").to_owned(),
+        )
     }
 
     pub async fn connect(&self, user: &str, token: Option<&str>) -> Ws {
-        let mut url = format!("ws://{}/realtime/ws?authToken={}", self.address, self.jwt(user));
+        let mut url = format!(
+            "ws://{}/realtime/ws?authToken={}",
+            self.address,
+            self.jwt(user)
+        );
         if let Some(token) = token {
             url.push_str(&format!("&token={token}"));
         }
         let mut request = url.into_client_request().expect("request");
-        request.headers_mut().insert("Sec-WebSocket-Protocol", "statgate.realtime.v1".parse().expect("header"));
-        let (ws, response) = tokio_tungstenite::connect_async(request).await.expect("websocket connects");
-        assert_eq!(response.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok()), Some("statgate.realtime.v1"));
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "statgate.realtime.v1".parse().expect("header"),
+        );
+        let (ws, response) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("websocket connects");
+        assert_eq!(
+            response
+                .headers()
+                .get("sec-websocket-protocol")
+                .and_then(|v| v.to_str().ok()),
+            Some("statgate.realtime.v1")
+        );
         ws
     }
 
     pub async fn new_post(&self) -> i64 {
-        sqlx::query_scalar("insert into posts (title, author_id) values ('t', 'a') returning id").fetch_one(&self.db).await.expect("post")
+        sqlx::query_scalar("insert into posts (title, author_id) values ('t', 'a') returning id")
+            .fetch_one(&self.db)
+            .await
+            .expect("post")
     }
 
     pub async fn add_comment(&self, post: i64) {
-        sqlx::query("insert into comments (post_id, author_id, body) values ($1, 'a', 'hi')").bind(post).execute(&self.db).await.expect("comment");
+        sqlx::query("insert into comments (post_id, author_id, body) values ($1, 'a', 'hi')")
+            .bind(post)
+            .execute(&self.db)
+            .await
+            .expect("comment");
     }
 
     pub async fn comment_count(&self, post: i64) -> i64 {
-        sqlx::query_scalar("select count(*) from comments where post_id = $1 and not deleted").bind(post).fetch_one(&self.db).await.expect("count")
+        sqlx::query_scalar("select count(*) from comments where post_id = $1 and not deleted")
+            .bind(post)
+            .fetch_one(&self.db)
+            .await
+            .expect("count")
     }
 }
 
@@ -167,11 +250,17 @@ pub async fn next_event(ws: &mut Ws, within: Duration) -> Option<Value> {
 }
 
 /// Reads events until one satisfies `predicate`; panics after `within`.
-pub async fn wait_for(ws: &mut Ws, within: Duration, mut predicate: impl FnMut(&Value) -> bool) -> Value {
+pub async fn wait_for(
+    ws: &mut Ws,
+    within: Duration,
+    mut predicate: impl FnMut(&Value) -> bool,
+) -> Value {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let event = next_event(ws, left).await.expect("the expected event arrived in time");
+        let event = next_event(ws, left)
+            .await
+            .expect("the expected event arrived in time");
         if predicate(&event) {
             return event;
         }

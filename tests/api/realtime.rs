@@ -14,14 +14,21 @@ async fn the_snapshot_equals_the_database_and_inserts_push_the_new_count() {
     let post = app.new_post().await;
     let other = app.new_post().await;
     app.add_comment(post).await;
-    let (token, signature) = app.subscribe("u1", "posts/stats/commentCount", json!({"postId": post})).await;
-    let (other_token, _) = app.subscribe("u1", "posts/stats/commentCount", json!({"postId": other})).await;
+    let (token, signature) = app
+        .subscribe("u1", "posts/stats/commentCount", json!({"postId": post}))
+        .await;
+    let (other_token, _) = app
+        .subscribe("u1", "posts/stats/commentCount", json!({"postId": other}))
+        .await;
     let mut ws = app.connect("u1", Some(&token)).await;
     let mut witness = app.connect("u1", Some(&other_token)).await;
 
     let snapshot = wait_for(&mut ws, WAIT, |e| e["event"] == "query:update").await;
     assert_eq!(snapshot["payload"]["signature"], signature);
-    assert_eq!(snapshot["payload"]["data"], json!(app.comment_count(post).await));
+    assert_eq!(
+        snapshot["payload"]["data"],
+        json!(app.comment_count(post).await)
+    );
     assert_eq!(snapshot["payload"]["version"], 1);
     wait_for(&mut witness, WAIT, |e| e["event"] == "query:update").await;
 
@@ -36,7 +43,11 @@ async fn the_snapshot_equals_the_database_and_inserts_push_the_new_count() {
     assert_eq!(seen["payload"]["data"], json!(1));
     send_text(&mut ws, "ping").await;
     let next = next_event(&mut ws, WAIT).await.expect("pong");
-    assert_eq!(next, json!({"event": "pong"}), "nothing but the pong arrives on the unrelated socket");
+    assert_eq!(
+        next,
+        json!({"event": "pong"}),
+        "nothing but the pong arrives on the unrelated socket"
+    );
 }
 
 #[tokio::test]
@@ -44,46 +55,95 @@ async fn one_socket_carries_many_subscriptions_and_bad_frames_get_errors() {
     let app = TestApp::spawn().await;
     let a = app.new_post().await;
     let b = app.new_post().await;
-    let (token_a, sig_a) = app.subscribe("u1", "posts/stats/summary", json!({"postId": a})).await;
-    let (token_b, sig_b) = app.subscribe("u1", "posts/stats/counts", json!({"postIds": [a, b]})).await;
+    let (token_a, sig_a) = app
+        .subscribe("u1", "posts/stats/summary", json!({"postId": a}))
+        .await;
+    let (token_b, sig_b) = app
+        .subscribe("u1", "posts/stats/counts", json!({"postIds": [a, b]}))
+        .await;
     let mut ws = app.connect("u1", None).await;
-    send_text(&mut ws, &json!({"type": "subscribe", "token": token_a, "id": 1}).to_string()).await;
+    send_text(
+        &mut ws,
+        &json!({"type": "subscribe", "token": token_a, "id": 1}).to_string(),
+    )
+    .await;
     let reply = wait_for(&mut ws, WAIT, |e| e["event"] == "subscribed").await;
-    assert_eq!(reply["payload"], json!({"queryName": "posts/stats/summary", "signature": sig_a, "id": 1}));
-    send_text(&mut ws, &json!({"type": "subscribe", "token": token_b}).to_string()).await;
-    wait_for(&mut ws, WAIT, |e| e["payload"]["signature"] == sig_b && e["event"] == "query:update").await;
+    assert_eq!(
+        reply["payload"],
+        json!({"queryName": "posts/stats/summary", "signature": sig_a, "id": 1})
+    );
+    send_text(
+        &mut ws,
+        &json!({"type": "subscribe", "token": token_b}).to_string(),
+    )
+    .await;
+    wait_for(&mut ws, WAIT, |e| {
+        e["payload"]["signature"] == sig_b && e["event"] == "query:update"
+    })
+    .await;
 
     app.add_comment(b).await;
-    let rows = wait_for(&mut ws, WAIT, |e| e["payload"]["signature"] == sig_b && e["payload"]["version"] == 2).await;
+    let rows = wait_for(&mut ws, WAIT, |e| {
+        e["payload"]["signature"] == sig_b && e["payload"]["version"] == 2
+    })
+    .await;
     assert_eq!(rows["payload"]["data"][1]["commentCount"], json!(1));
 
-    for bad in ["{", r#"{"type":"nope"}"#, r#"{"type":"subscribe"}"#, r#"{"type":"subscribe","token":"forged.token"}"#] {
+    for bad in [
+        "{",
+        r#"{"type":"nope"}"#,
+        r#"{"type":"subscribe"}"#,
+        r#"{"type":"subscribe","token":"forged.token"}"#,
+    ] {
         send_text(&mut ws, bad).await;
         let error = wait_for(&mut ws, WAIT, |e| e["event"] == "error").await;
         assert!(error["payload"]["code"].is_string(), "{bad}: {error}");
     }
-    futures_util::SinkExt::send(&mut ws, tokio_tungstenite::tungstenite::Message::binary(vec![1, 2, 3])).await.expect("send");
+    futures_util::SinkExt::send(
+        &mut ws,
+        tokio_tungstenite::tungstenite::Message::binary(vec![1, 2, 3]),
+    )
+    .await
+    .expect("send");
     let error = wait_for(&mut ws, WAIT, |e| e["event"] == "error").await;
     assert_eq!(error["payload"]["code"], "bad_frame");
 
-    send_text(&mut ws, &json!({"type": "unsubscribe", "signature": sig_a}).to_string()).await;
+    send_text(
+        &mut ws,
+        &json!({"type": "unsubscribe", "signature": sig_a}).to_string(),
+    )
+    .await;
     wait_for(&mut ws, WAIT, |e| e["event"] == "unsubscribed").await;
     send_text(&mut ws, "ping").await;
-    assert_eq!(wait_for(&mut ws, WAIT, |e| e["event"] == "pong").await, json!({"event": "pong"}));
+    assert_eq!(
+        wait_for(&mut ws, WAIT, |e| e["event"] == "pong").await,
+        json!({"event": "pong"})
+    );
 }
 
 #[tokio::test]
 async fn another_users_token_is_refused_before_the_upgrade() {
     let app = TestApp::spawn().await;
-    let (token, _) = app.subscribe("u1", "posts/stats/commentCount", json!({"postId": 1})).await;
-    let url = format!("ws://{}/realtime/ws?authToken={}&token={token}", app.address, app.jwt("u2"));
-    let err = tokio_tungstenite::connect_async(url).await.expect_err("refused");
+    let (token, _) = app
+        .subscribe("u1", "posts/stats/commentCount", json!({"postId": 1}))
+        .await;
+    let url = format!(
+        "ws://{}/realtime/ws?authToken={}&token={token}",
+        app.address,
+        app.jwt("u2")
+    );
+    let err = tokio_tungstenite::connect_async(url)
+        .await
+        .expect_err("refused");
     match err {
         tokio_tungstenite::tungstenite::Error::Http(response) => assert_eq!(response.status(), 403),
         other => panic!("expected an HTTP refusal, got {other}"),
     }
     let url = format!("ws://{}/realtime/ws?token={token}", app.address);
-    match tokio_tungstenite::connect_async(url).await.expect_err("refused") {
+    match tokio_tungstenite::connect_async(url)
+        .await
+        .expect_err("refused")
+    {
         tokio_tungstenite::tungstenite::Error::Http(response) => assert_eq!(response.status(), 401),
         other => panic!("expected an HTTP refusal, got {other}"),
     }
@@ -92,17 +152,26 @@ async fn another_users_token_is_refused_before_the_upgrade() {
 #[tokio::test]
 async fn shutdown_closes_sockets_with_1001() {
     let app = TestApp::spawn().await;
-    let (token, _) = app.subscribe("u1", "posts/stats/commentCount", json!({"postId": 1})).await;
+    let (token, _) = app
+        .subscribe("u1", "posts/stats/commentCount", json!({"postId": 1}))
+        .await;
     let mut ws = app.connect("u1", Some(&token)).await;
     wait_for(&mut ws, WAIT, |e| e["event"] == "query:update").await;
     app.shutdown.cancel();
     let close = loop {
-        match tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut ws)).await.expect("close in time") {
+        match tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut ws))
+            .await
+            .expect("close in time")
+        {
             Some(Ok(tokio_tungstenite::tungstenite::Message::Close(frame))) => break frame,
             Some(Ok(_)) => continue,
             other => panic!("expected a close frame, got {other:?}"),
         }
     };
     assert_eq!(close.map(|f| u16::from(f.code)), Some(1001));
-    tokio::time::timeout(WAIT, app.done).await.expect("stops in time").expect("joined").expect("served");
+    tokio::time::timeout(WAIT, app.done)
+        .await
+        .expect("stops in time")
+        .expect("joined")
+        .expect("served");
 }

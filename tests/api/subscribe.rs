@@ -7,7 +7,13 @@ use crate::helpers::TestApp;
 async fn error_of(response: reqwest::Response) -> (u16, String) {
     let status = response.status().as_u16();
     let body: Value = response.json().await.expect("errors are JSON");
-    (status, body["error"]["code"].as_str().expect("error code").to_owned())
+    (
+        status,
+        body["error"]["code"]
+            .as_str()
+            .expect("error code")
+            .to_owned(),
+    )
 }
 
 #[tokio::test]
@@ -18,12 +24,21 @@ async fn a_valid_request_gets_a_token_a_signature_and_the_websocket_details() {
         .await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.expect("json");
-    assert_eq!(body["signature"], r#"posts/stats/commentCount::{"postId":17}"#);
+    assert_eq!(
+        body["signature"],
+        r#"posts/stats/commentCount::{"postId":17}"#
+    );
     assert!(body["token"].as_str().is_some_and(|t| t.contains('.')));
     assert!(body["expiresAt"].as_str().is_some_and(|t| t.ends_with('Z')));
-    assert_eq!(body["websocket"]["url"], format!("ws://{}/realtime/ws", app.address));
+    assert_eq!(
+        body["websocket"]["url"],
+        format!("ws://{}/realtime/ws", app.address)
+    );
     assert_eq!(body["websocket"]["protocol"], "statgate.realtime.v1");
-    assert_eq!(body["websocket"]["params"], json!({"tokenParam": "token", "authTokenParam": "authToken"}));
+    assert_eq!(
+        body["websocket"]["params"],
+        json!({"tokenParam": "token", "authTokenParam": "authToken"})
+    );
 }
 
 #[tokio::test]
@@ -45,13 +60,41 @@ async fn bad_requests_get_precise_json_errors() {
     let app = TestApp::spawn().await;
     let jwt = app.jwt("u1");
     let post_raw = |body: &'static str, content_type: &'static str| {
-        app.http.post(app.url("/realtime/subscribe")).header("content-type", content_type).body(body).send()
+        app.http
+            .post(app.url("/realtime/subscribe"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
     };
-    assert_eq!(error_of(post_raw("{not json", "application/json").await.expect("sent")).await, (400, "invalid_json".into()));
-    assert_eq!(error_of(post_raw("[]", "application/json").await.expect("sent")).await, (400, "invalid_json".into()));
-    assert_eq!(error_of(post_raw("{}", "text/plain").await.expect("sent")).await, (415, "unsupported_media_type".into()));
-    let huge = format!(r#"{{"queryName":"x","args":{{"pad":"{}"}}}}"#, "x".repeat(2 * 1024 * 1024));
-    let response = app.http.post(app.url("/realtime/subscribe")).header("content-type", "application/json").body(huge).send().await.expect("sent");
+    assert_eq!(
+        error_of(
+            post_raw("{not json", "application/json")
+                .await
+                .expect("sent")
+        )
+        .await,
+        (400, "invalid_json".into())
+    );
+    assert_eq!(
+        error_of(post_raw("[]", "application/json").await.expect("sent")).await,
+        (400, "invalid_json".into())
+    );
+    assert_eq!(
+        error_of(post_raw("{}", "text/plain").await.expect("sent")).await,
+        (415, "unsupported_media_type".into())
+    );
+    let huge = format!(
+        r#"{{"queryName":"x","args":{{"pad":"{}"}}}}"#,
+        "x".repeat(2 * 1024 * 1024)
+    );
+    let response = app
+        .http
+        .post(app.url("/realtime/subscribe"))
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(error_of(response).await, (413, "payload_too_large".into()));
 
     for (args, arg) in [
@@ -61,13 +104,23 @@ async fn bad_requests_get_precise_json_errors() {
         (json!({"postId": 1.5}), "postId"),
         (json!({"postId": "99999999999999999999"}), "postId"),
     ] {
-        let response = app.post_subscribe(json!({"queryName": "posts/stats/commentCount", "args": args, "authToken": jwt})).await;
+        let response = app
+            .post_subscribe(
+                json!({"queryName": "posts/stats/commentCount", "args": args, "authToken": jwt}),
+            )
+            .await;
         let status = response.status().as_u16();
         let body: Value = response.json().await.expect("json");
-        assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_args")), "{args}: {body}");
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some("invalid_args")),
+            "{args}: {body}"
+        );
         assert_eq!(body["error"]["details"][0]["arg"], arg, "{body}");
     }
-    let response = app.post_subscribe(json!({"queryName": "posts/stats/nope", "args": {}, "authToken": jwt})).await;
+    let response = app
+        .post_subscribe(json!({"queryName": "posts/stats/nope", "args": {}, "authToken": jwt}))
+        .await;
     assert_eq!(error_of(response).await, (404, "unknown_query".into()));
 }
 
@@ -75,23 +128,39 @@ async fn bad_requests_get_precise_json_errors() {
 async fn missing_forged_and_expired_jwts_are_unauthorized() {
     let app = TestApp::spawn().await;
     let query = "posts/stats/commentCount";
-    let missing = app.post_subscribe(json!({"queryName": query, "args": {"postId": 1}})).await;
-    assert_eq!(missing.headers().get("www-authenticate").and_then(|v| v.to_str().ok()), Some("Bearer"));
+    let missing = app
+        .post_subscribe(json!({"queryName": query, "args": {"postId": 1}}))
+        .await;
+    assert_eq!(
+        missing
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok()),
+        Some("Bearer")
+    );
     assert_eq!(error_of(missing).await, (401, "unauthorized".into()));
 
     let forged = statgate::auth::Authenticator::from_parts(
-        &[statgate::config::Secret::new("another-secret-entirely-0123456789abcdef")],
-        &[statgate::config::Secret::new("another-secret-entirely-0123456789abcdef")],
+        &[statgate::config::Secret::new(
+            "another-secret-entirely-0123456789abcdef",
+        )],
+        &[statgate::config::Secret::new(
+            "another-secret-entirely-0123456789abcdef",
+        )],
         None,
         None,
         std::time::Duration::from_secs(60),
     )
     .mint_jwt("u1", std::time::Duration::from_secs(60))
     .expect("mint");
-    let response = app.post_subscribe(json!({"queryName": query, "args": {"postId": 1}, "authToken": forged})).await;
+    let response = app
+        .post_subscribe(json!({"queryName": query, "args": {"postId": 1}, "authToken": forged}))
+        .await;
     assert_eq!(error_of(response).await, (401, "unauthorized".into()));
 
-    let response = app.post_subscribe(json!({"queryName": query, "args": {"postId": 1}, "authToken": "a.b.c"})).await;
+    let response = app
+        .post_subscribe(json!({"queryName": query, "args": {"postId": 1}, "authToken": "a.b.c"}))
+        .await;
     assert_eq!(error_of(response).await, (401, "unauthorized".into()));
 
     let expired = jsonwebtoken::encode(
@@ -100,7 +169,9 @@ async fn missing_forged_and_expired_jwts_are_unauthorized() {
         &jsonwebtoken::EncodingKey::from_secret(b"test-jwt-secret-0123456789abcdefghijklmnop"),
     )
     .expect("encode");
-    let response = app.post_subscribe(json!({"queryName": query, "args": {"postId": 1}, "authToken": expired})).await;
+    let response = app
+        .post_subscribe(json!({"queryName": query, "args": {"postId": 1}, "authToken": expired}))
+        .await;
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["error"]["message"], "authToken expired");
 }
@@ -108,7 +179,8 @@ async fn missing_forged_and_expired_jwts_are_unauthorized() {
 #[tokio::test]
 async fn auth_rules_forbid_other_users_data() {
     let app = TestApp::spawn().await;
-    let args = json!({"userId": "alice", "type": "steps", "from": "2026-11-16", "to": "2026-11-23"});
+    let args =
+        json!({"userId": "alice", "type": "steps", "from": "2026-11-16", "to": "2026-11-23"});
     let mine = app.post_subscribe(json!({"queryName": "measurements/rollups/dailyCount", "args": args, "authToken": app.jwt("alice")})).await;
     assert_eq!(mine.status(), 200);
     let theirs = app.post_subscribe(json!({"queryName": "measurements/rollups/dailyCount", "args": args, "authToken": app.jwt("bob")})).await;
@@ -118,13 +190,53 @@ async fn auth_rules_forbid_other_users_data() {
 #[tokio::test]
 async fn health_queries_and_unknown_routes() {
     let app = TestApp::spawn().await;
-    assert_eq!(app.http.get(app.url("/healthz")).send().await.expect("sent").status(), 200);
-    assert_eq!(app.http.get(app.url("/readyz")).send().await.expect("sent").status(), 200);
-    let queries: Value = app.http.get(app.url("/realtime/queries")).send().await.expect("sent").json().await.expect("json");
-    let names: Vec<&str> = queries["queries"].as_array().expect("list").iter().filter_map(|q| q["name"].as_str()).collect();
+    assert_eq!(
+        app.http
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .expect("sent")
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.http
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .expect("sent")
+            .status(),
+        200
+    );
+    let queries: Value = app
+        .http
+        .get(app.url("/realtime/queries"))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    let names: Vec<&str> = queries["queries"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|q| q["name"].as_str())
+        .collect();
     assert!(names.contains(&"posts/stats/counts"), "{names:?}");
     let missing = app.http.get(app.url("/nope")).send().await.expect("sent");
     assert_eq!(error_of(missing).await, (404, "not_found".into()));
-    let metrics = app.http.get(app.url("/metrics")).send().await.expect("sent").text().await.expect("text");
-    assert!(metrics.contains("statgate_listener_connected 1"), "{metrics}");
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("statgate_listener_connected 1"),
+        "{metrics}"
+    );
 }
