@@ -61,6 +61,30 @@ async fn server() -> &'static Server {
         .await
 }
 
+/// Statics are never dropped, so a watcher stops the test server once this process is gone.
+fn stop_when_this_process_exits(dir: &std::path::Path) {
+    let bin = EmbeddedPostgres::find_bin_dir()
+        .expect("binaries")
+        .join("pg_ctl");
+    let data = dir.join("pgdata");
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; \
+         if [ $(id -u) = 0 ]; then runuser -u postgres -- {bin} stop -D {data} -m immediate; else {bin} stop -D {data} -m immediate; fi; \
+         rm -rf {dir}",
+        pid = std::process::id(),
+        bin = bin.display(),
+        data = data.display(),
+        dir = dir.display(),
+    );
+    std::process::Command::new("sh")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("watcher starts");
+}
+
 pub fn queries_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("queries")
 }
