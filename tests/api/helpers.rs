@@ -48,6 +48,7 @@ async fn server() -> &'static Server {
             let embedded = EmbeddedPostgres::start(options)
                 .await
                 .expect("the test harness starts PostgreSQL (are its server binaries installed?)");
+            stop_when_this_process_exits(&dir);
             let base = embedded
                 .url("postgres")
                 .rsplit_once('/')
