@@ -63,6 +63,8 @@ async fn server() -> &'static Server {
 }
 
 /// Statics are never dropped, so a watcher stops the test server once this process is gone.
+// The watcher must outlive this process, so it is deliberately never waited for.
+#[allow(clippy::zombie_processes)]
 fn stop_when_this_process_exits(dir: &std::path::Path) {
     let bin = EmbeddedPostgres::find_bin_dir()
         .expect("binaries")
