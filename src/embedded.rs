@@ -980,7 +980,9 @@ mod tests {
         if effective_uid() != Some(0) {
             return; // only root hands the server to another user
         }
-        let private = tempfile::tempdir().expect("create a private directory"); // mode 0700
+        let private = tempfile::tempdir().expect("create a private directory");
+        fs::set_permissions(private.path(), fs::Permissions::from_mode(0o700))
+            .expect("make it private");
         let err = EmbeddedPostgres::start(options(private.path()))
             .await
             .expect_err("the server user cannot enter a 0700 root directory");
