@@ -3,3 +3,4 @@
 mod helpers;
 mod realtime;
 mod subscribe;
+mod triggers;
