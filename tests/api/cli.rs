@@ -1,0 +1,70 @@
+//! The `statgate` binary's commands, run as a user would.
+
+use std::process::Command;
+
+use crate::helpers::{fresh_database, queries_dir};
+
+fn statgate(database_url: &str, queries: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_statgate"))
+        .args(args)
+        .env("DATABASE_URL", database_url)
+        .env("STATGATE_QUERIES", queries)
+        .env(
+            "STATGATE_JWT_SECRET",
+            "cli-test-jwt-secret-0123456789abcdefghij",
+        )
+        .env(
+            "STATGATE_TOKEN_SECRET",
+            "cli-test-token-secret-0123456789abcdefgh",
+        )
+        .env_remove("STATGATE_DEMO")
+        .output()
+        .expect("statgate runs")
+}
+
+#[tokio::test]
+async fn check_accepts_the_example_registry_and_names_a_file_with_a_sql_typo() {
+    let (url, _db) = fresh_database().await;
+    let ok = statgate(&url, &queries_dir(), &["check"]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("posts")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("posts/broken.toml"),
+        "[typo]\nsql = \"SELEC comment_count FROM post_stats WHERE post_id = :postId\"\nargs = { postId = \"int8\" }\nwatch = [{ table = \"post_stats\" }]\n",
+    )
+    .expect("write");
+    let failed = statgate(&url, dir.path(), &["check"]);
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(!failed.status.success());
+    assert!(
+        stderr.contains("broken.toml") && stderr.contains("posts/broken/typo"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn start_up_refuses_a_missing_or_short_secret_outside_demo_mode() {
+    let output = Command::new(env!("CARGO_BIN_EXE_statgate"))
+        .args(["serve"])
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+        .env("STATGATE_JWT_SECRET", "short")
+        .env(
+            "STATGATE_TOKEN_SECRET",
+            "cli-test-token-secret-0123456789abcdefgh",
+        )
+        .env_remove("STATGATE_DEMO")
+        .output()
+        .expect("statgate runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("STATGATE_JWT_SECRET holds a secret of 5 bytes"),
+        "{stderr}"
+    );
+}
