@@ -297,3 +297,61 @@ pub async fn wait_for(
 pub async fn send_text(ws: &mut Ws, text: &str) {
     ws.send(Message::text(text)).await.expect("send");
 }
+
+/// The values one socket has received, per signature, checking that versions only grow.
+#[derive(Default)]
+pub struct Received {
+    pub latest: std::collections::HashMap<String, (u64, Value)>,
+}
+
+impl Received {
+    /// Records one event; panics if a `query:update` goes back in version.
+    pub fn record(&mut self, event: &Value) {
+        if event["event"] != "query:update" {
+            return;
+        }
+        let payload = &event["payload"];
+        let signature = payload["signature"].as_str().expect("signature").to_owned();
+        let version = payload["version"].as_u64().expect("version");
+        if let Some((previous, _)) = self.latest.get(&signature) {
+            assert!(
+                version > *previous,
+                "version went from {previous} to {version} on {signature}"
+            );
+        }
+        self.latest
+            .insert(signature, (version, payload["data"].clone()));
+    }
+
+    pub fn value(&self, signature: &str) -> Option<&Value> {
+        self.latest.get(signature).map(|(_, value)| value)
+    }
+}
+
+/// Reads `ws` until `done` holds for what it has received; panics after `within`.
+pub async fn read_until(
+    ws: &mut Ws,
+    received: &mut Received,
+    within: Duration,
+    mut done: impl FnMut(&Received) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !done(received) {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match next_event(ws, left).await {
+            Some(event) => received.record(&event),
+            None => panic!(
+                "socket closed or timed out before converging; holds {:?}",
+                received.latest
+            ),
+        }
+    }
+}
+
+/// Asserts that nothing but a pong arrives in answer to a ping: everything the server meant
+/// to send before the ping has been sent, so silence here is real silence.
+pub async fn assert_silent(ws: &mut Ws, why: &str) {
+    send_text(ws, "ping").await;
+    let next = next_event(ws, Duration::from_secs(10)).await;
+    assert_eq!(next, Some(serde_json::json!({"event": "pong"})), "{why}");
+}

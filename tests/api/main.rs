@@ -2,6 +2,7 @@
 
 mod cli;
 mod helpers;
+mod matching;
 mod realtime;
 mod subscribe;
 mod triggers;

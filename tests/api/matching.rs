@@ -1,0 +1,183 @@
+//! Which subscribers a change reaches (SPEC §3): moves, bulk statements, ranges and arrays.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::helpers::{assert_silent, read_until, wait_for, Received, TestApp};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn update_of(signature: &str) -> impl FnMut(&Value) -> bool + '_ {
+    move |e| e["event"] == "query:update" && e["payload"]["signature"] == signature
+}
+
+#[tokio::test]
+async fn moving_a_comment_updates_the_subscribers_of_both_posts() {
+    let app = TestApp::spawn().await;
+    let from = app.new_post().await;
+    let to = app.new_post().await;
+    app.add_comment(from).await;
+    app.add_comment(from).await;
+    let (from_token, from_sig) = app
+        .subscribe("u1", "posts/stats/commentCount", json!({"postId": from}))
+        .await;
+    let (to_token, to_sig) = app
+        .subscribe("u2", "posts/stats/commentCount", json!({"postId": to}))
+        .await;
+    let mut from_ws = app.connect("u1", Some(&from_token)).await;
+    let mut to_ws = app.connect("u2", Some(&to_token)).await;
+    assert_eq!(
+        wait_for(&mut from_ws, WAIT, update_of(&from_sig)).await["payload"]["data"],
+        json!(2)
+    );
+    assert_eq!(
+        wait_for(&mut to_ws, WAIT, update_of(&to_sig)).await["payload"]["data"],
+        json!(0)
+    );
+
+    sqlx::query(
+        "update comments set post_id = $2 where id = (select min(id) from comments where post_id = $1)",
+    )
+    .bind(from)
+    .bind(to)
+    .execute(&app.db)
+    .await
+    .expect("move");
+
+    let left = wait_for(&mut from_ws, WAIT, update_of(&from_sig)).await;
+    let arrived = wait_for(&mut to_ws, WAIT, update_of(&to_sig)).await;
+    assert_eq!(left["payload"]["data"], json!(1));
+    assert_eq!(arrived["payload"]["data"], json!(1));
+    assert_eq!(left["payload"]["version"], json!(2));
+}
+
+#[tokio::test]
+async fn a_ten_thousand_row_insert_leaves_every_subscriber_with_the_exact_count() {
+    let app = TestApp::spawn().await;
+    let posts: Vec<i64> = sqlx::query_scalar(
+        "insert into posts (title, author_id) select 'p' || i, 'a' from generate_series(1, 100) i returning id",
+    )
+    .fetch_all(&app.db)
+    .await
+    .expect("posts");
+    let mut sockets = Vec::new();
+    for (n, post) in posts.iter().enumerate() {
+        let user = format!("u{}", n % 7);
+        let (token, signature) = app
+            .subscribe(&user, "posts/stats/commentCount", json!({"postId": post}))
+            .await;
+        let mut ws = app.connect(&user, Some(&token)).await;
+        let snapshot = wait_for(&mut ws, WAIT, update_of(&signature)).await;
+        assert_eq!(snapshot["payload"]["data"], json!(0));
+        let mut received = Received::default();
+        received.record(&snapshot);
+        sockets.push((*post, signature, ws, received));
+    }
+
+    // Uneven on purpose: post k gets a share proportional to k.
+    sqlx::query(
+        "insert into comments (post_id, author_id, body)
+         select ($1::int8[])[1 + floor(sqrt(random()) * 100)::int % 100], 'bulk', 'x'
+           from generate_series(1, 10000)",
+    )
+    .bind(&posts)
+    .execute(&app.db)
+    .await
+    .expect("bulk insert");
+
+    let mut total = 0;
+    for (post, signature, ws, received) in &mut sockets {
+        let expected = json!(app.comment_count(*post).await);
+        total += expected.as_i64().expect("count");
+        read_until(ws, received, WAIT, |r| {
+            r.value(signature) == Some(&expected)
+        })
+        .await;
+    }
+    assert_eq!(total, 10_000);
+}
+
+#[tokio::test]
+async fn a_range_subscription_sees_measurements_inside_its_window_only() {
+    let app = TestApp::spawn().await;
+    let window = json!({"userId": "u1", "type": "steps", "from": "2026-01-10", "to": "2026-01-13"});
+    let later = json!({"userId": "u1", "type": "steps", "from": "2026-01-13", "to": "2026-02-01"});
+    let (token, signature) = app
+        .subscribe("u1", "measurements/rollups/dailySum", window)
+        .await;
+    let (later_token, later_sig) = app
+        .subscribe("u1", "measurements/rollups/dailySum", later)
+        .await;
+    let mut ws = app.connect("u1", Some(&token)).await;
+    let mut witness = app.connect("u1", Some(&later_token)).await;
+    let snapshot = wait_for(&mut ws, WAIT, update_of(&signature)).await;
+    assert_eq!(snapshot["payload"]["data"].as_f64(), Some(0.0));
+    wait_for(&mut witness, WAIT, update_of(&later_sig)).await;
+
+    let measure = |day: &'static str, value: f64| {
+        sqlx::query(
+            "insert into measurements (user_id, type, value, taken_at) values ('u1', 'steps', $1, $2::timestamptz)",
+        )
+        .bind(value)
+        .bind(day)
+        .execute(&app.db)
+    };
+    measure("2026-01-11 08:00:00+00", 1200.0)
+        .await
+        .expect("inside");
+    let inside = wait_for(&mut ws, WAIT, update_of(&signature)).await;
+    assert_eq!(inside["payload"]["data"].as_f64(), Some(1200.0));
+
+    // The upper bound is exclusive: the 13th belongs to the later window only.
+    measure("2026-01-13 00:00:00+00", 50.0).await.expect("edge");
+    let seen = wait_for(&mut witness, WAIT, update_of(&later_sig)).await;
+    assert_eq!(seen["payload"]["data"].as_f64(), Some(50.0));
+    assert_silent(&mut ws, "a measurement outside the window sends nothing").await;
+
+    measure("2026-01-10 00:00:00+00", 1.0)
+        .await
+        .expect("lower edge");
+    let edge = wait_for(&mut ws, WAIT, update_of(&signature)).await;
+    assert_eq!(edge["payload"]["data"].as_f64(), Some(1201.0));
+}
+
+#[tokio::test]
+async fn an_array_subscription_updates_when_any_listed_post_changes() {
+    let app = TestApp::spawn().await;
+    let listed = [
+        app.new_post().await,
+        app.new_post().await,
+        app.new_post().await,
+    ];
+    let unlisted = app.new_post().await;
+    let (token, signature) = app
+        .subscribe("u1", "posts/stats/counts", json!({"postIds": listed}))
+        .await;
+    let (witness_token, witness_sig) = app
+        .subscribe(
+            "u1",
+            "posts/stats/commentCount",
+            json!({"postId": unlisted}),
+        )
+        .await;
+    let mut ws = app.connect("u1", Some(&token)).await;
+    let mut witness = app.connect("u1", Some(&witness_token)).await;
+    let snapshot = wait_for(&mut ws, WAIT, update_of(&signature)).await;
+    assert_eq!(
+        snapshot["payload"]["data"].as_array().map(Vec::len),
+        Some(3)
+    );
+    wait_for(&mut witness, WAIT, update_of(&witness_sig)).await;
+
+    for (n, post) in listed.iter().enumerate() {
+        app.add_comment(*post).await;
+        let update = wait_for(&mut ws, WAIT, update_of(&signature)).await;
+        assert_eq!(update["payload"]["data"][n]["postId"], json!(post));
+        assert_eq!(update["payload"]["data"][n]["commentCount"], json!(1));
+    }
+
+    app.add_comment(unlisted).await;
+    wait_for(&mut witness, WAIT, update_of(&witness_sig)).await;
+    assert_silent(&mut ws, "a post outside the list sends nothing").await;
+}
