@@ -2,6 +2,7 @@
 
 mod cli;
 mod helpers;
+mod load;
 mod matching;
 mod realtime;
 mod subscribe;
