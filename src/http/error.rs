@@ -31,6 +31,9 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("no route for {0}")]
     NotFound(String),
+    /// A route that exists, naming a resource that does not (e.g. an unknown demo post).
+    #[error("{0}")]
+    Missing(String),
     #[error("not ready: {0}")]
     NotReady(String),
     #[error("internal error")]
@@ -49,7 +52,9 @@ impl ApiError {
             ApiError::InvalidJson(_) | ApiError::InvalidArgs(_) | ApiError::InvalidRequest(_) => {
                 StatusCode::BAD_REQUEST
             }
-            ApiError::UnknownQuery(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::UnknownQuery(_) | ApiError::NotFound(_) | ApiError::Missing(_) => {
+                StatusCode::NOT_FOUND
+            }
             ApiError::Unauthorized(AuthError::UserMismatch) => StatusCode::FORBIDDEN,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -71,7 +76,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
-            ApiError::NotFound(_) => "not_found",
+            ApiError::NotFound(_) | ApiError::Missing(_) => "not_found",
             ApiError::NotReady(_) => "not_ready",
             ApiError::Internal(_) => "internal",
         }

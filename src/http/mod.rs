@@ -19,13 +19,18 @@ use error::ApiError;
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.limits.max_body_bytes;
-    Router::new()
+    let mut router = Router::new()
         .route("/realtime/subscribe", post(subscribe::subscribe))
         .route("/realtime/ws", get(crate::ws::upgrade))
         .route("/realtime/queries", get(queries))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics));
+    // The demo page and its write endpoints exist only in demo mode (see `crate::demo`).
+    if state.config.demo {
+        router = router.merge(crate::demo::router(state.clone()));
+    }
+    router
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)

@@ -1,6 +1,7 @@
 //! Black-box tests: the real gateway against a real PostgreSQL, over real HTTP and WebSockets.
 
 mod cli;
+mod demo;
 mod helpers;
 mod load;
 mod matching;

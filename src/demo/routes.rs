@@ -1,0 +1,224 @@
+//! The demo endpoints: the page and its assets, a JWT for the demo user, the post list, the
+//! write buttons (add/delete a comment or a reaction, log steps) and the traffic switch.
+//!
+//! Every write is plain SQL on the example application's tables; the triggers and the
+//! gateway's normal pipeline do the rest, exactly as for any application's writes. Handlers
+//! parse their input strictly (4xx with a precise message) and never unwrap database results.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::{assets, parse_post_id, DemoError, DemoState, TrafficStatus, DEMO_USER, MAX_RATE};
+use crate::app::AppState;
+use crate::http::error::ApiError;
+
+/// How long the page's demo JWT lives; the page fetches a fresh one on every (re)connect.
+const DEMO_JWT_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Posts listed on the page (the seed makes 30).
+const MAX_POSTS: i64 = 100;
+
+type Reply = Result<(StatusCode, Json<Value>), ApiError>;
+
+pub(super) fn routes(state: DemoState) -> Router<AppState> {
+    Router::new()
+        .route("/", get(assets::index))
+        .route("/demo/assets/app.js", get(assets::app_js))
+        .route("/demo/assets/style.css", get(assets::style_css))
+        .route("/demo/api/token", get(token))
+        .route("/demo/api/posts", get(posts))
+        .route(
+            "/demo/api/posts/{id}/comments",
+            post(add_comment).delete(delete_comment),
+        )
+        .route(
+            "/demo/api/posts/{id}/reactions",
+            post(add_reaction).delete(delete_reaction),
+        )
+        .route("/demo/api/steps", post(add_steps))
+        .route("/demo/api/traffic", get(traffic_status).post(set_traffic))
+        .with_state(state)
+}
+
+async fn token(State(demo): State<DemoState>) -> Result<Json<Value>, ApiError> {
+    let jwt = demo
+        .app
+        .auth
+        .mint_jwt(DEMO_USER, DEMO_JWT_TTL)
+        .map_err(|err| DemoError::Mint(err.to_string()))?;
+    Ok(Json(json!({ "user": DEMO_USER, "authToken": jwt })))
+}
+
+#[derive(Serialize, sqlx::FromRow)]
+struct PostItem {
+    id: i64,
+    title: String,
+}
+
+async fn posts(State(demo): State<DemoState>) -> Result<Json<Value>, ApiError> {
+    let posts: Vec<PostItem> = sqlx::query_as("select id, title from posts order by id limit $1")
+        .bind(MAX_POSTS)
+        .fetch_all(&demo.app.pool)
+        .await
+        .map_err(DemoError::from)?;
+    Ok(Json(json!({ "user": DEMO_USER, "posts": posts })))
+}
+
+fn post_id(path: Result<Path<String>, PathRejection>) -> Result<i64, DemoError> {
+    match path {
+        Ok(Path(raw)) => parse_post_id(&raw),
+        Err(rejection) => Err(DemoError::BadPostId(rejection.body_text())),
+    }
+}
+
+async fn post_exists(demo: &DemoState, post: i64) -> Result<(), DemoError> {
+    let found: Option<i64> = sqlx::query_scalar("select id from posts where id = $1")
+        .bind(post)
+        .fetch_optional(&demo.app.pool)
+        .await?;
+    found.map(|_| ()).ok_or(DemoError::UnknownPost(post))
+}
+
+/// Runs a write that returns the touched row's id, or none when nothing matched; tells an
+/// unknown post apart from a post with nothing to delete.
+async fn write(
+    demo: &DemoState,
+    post: i64,
+    what: &'static str,
+    query: sqlx::query::QueryScalar<'_, sqlx::Postgres, i64, sqlx::postgres::PgArguments>,
+    created: bool,
+) -> Reply {
+    match query
+        .fetch_optional(&demo.app.pool)
+        .await
+        .map_err(DemoError::from)?
+    {
+        Some(id) => {
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            Ok((status, Json(json!({ "postId": post, "id": id }))))
+        }
+        None => {
+            post_exists(demo, post).await?;
+            Err(DemoError::NothingToDelete { post, what }.into())
+        }
+    }
+}
+
+async fn add_comment(
+    State(demo): State<DemoState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Reply {
+    let post = post_id(path)?;
+    let query = sqlx::query_scalar(
+        "insert into comments (post_id, author_id, body) \
+         select id, $2, 'a comment from the demo page' from posts where id = $1 returning id",
+    )
+    .bind(post)
+    .bind(DEMO_USER);
+    write(&demo, post, "comment", query, true).await
+}
+
+/// Soft-deletes the post's newest live comment (the example app's own way of deleting).
+async fn delete_comment(
+    State(demo): State<DemoState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Reply {
+    let post = post_id(path)?;
+    let query = sqlx::query_scalar(
+        "update comments set deleted = true where id = \
+         (select id from comments where post_id = $1 and not deleted order by id desc limit 1) \
+         returning id",
+    )
+    .bind(post);
+    write(&demo, post, "comment", query, false).await
+}
+
+async fn add_reaction(
+    State(demo): State<DemoState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Reply {
+    let post = post_id(path)?;
+    let query = sqlx::query_scalar(
+        "insert into reactions (post_id, user_id, kind) \
+         select id, $2, 'like' from posts where id = $1 returning id",
+    )
+    .bind(post)
+    .bind(DEMO_USER);
+    write(&demo, post, "reaction", query, true).await
+}
+
+/// Deletes the post's newest reaction.
+async fn delete_reaction(
+    State(demo): State<DemoState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Reply {
+    let post = post_id(path)?;
+    let query = sqlx::query_scalar(
+        "delete from reactions where id = \
+         (select id from reactions where post_id = $1 order by id desc limit 1) returning id",
+    )
+    .bind(post);
+    write(&demo, post, "reaction", query, false).await
+}
+
+/// Logs a walk of a few hundred steps for the demo user, now (moves the rollup panel).
+async fn add_steps(State(demo): State<DemoState>) -> Reply {
+    let value = f64::from(rand::random_range(200..1200_u32));
+    let id: i64 = sqlx::query_scalar(
+        "insert into measurements (user_id, type, value, taken_at) \
+         values ($1, 'steps', $2, now()) returning id",
+    )
+    .bind(DEMO_USER)
+    .bind(value)
+    .fetch_one(&demo.app.pool)
+    .await
+    .map_err(DemoError::from)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "id": id, "user": DEMO_USER, "steps": value })),
+    ))
+}
+
+async fn traffic_status(State(demo): State<DemoState>) -> Json<TrafficStatus> {
+    Json(demo.traffic.status().await)
+}
+
+/// `{"enabled": true, "rate": 5}` turns traffic on at 5 writes/s; `{"enabled": false}` off.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrafficRequest {
+    enabled: bool,
+    rate: Option<u32>,
+}
+
+async fn set_traffic(
+    State(demo): State<DemoState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<TrafficStatus>, ApiError> {
+    let body = body.map_err(|rejection| DemoError::BadJson(rejection.body_text()))?;
+    let request: TrafficRequest =
+        serde_json::from_slice(&body).map_err(|err| DemoError::BadJson(err.to_string()))?;
+    if !request.enabled {
+        return Ok(Json(demo.traffic.stop().await));
+    }
+    let rate = request.rate.unwrap_or(demo.traffic.status().await.rate);
+    if !(1..=MAX_RATE).contains(&rate) {
+        return Err(DemoError::BadTraffic(format!(
+            "rate must be between 1 and {MAX_RATE} writes per second, got {rate}"
+        ))
+        .into());
+    }
+    Ok(Json(demo.traffic.start(&demo.app, rate).await))
+}
