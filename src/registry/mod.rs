@@ -221,6 +221,11 @@ impl Registry {
     }
 
     /// Prepares every query's statement against the database.
+    ///
+    /// The args parameter is declared `text`, the type recompute binds: prepared untyped,
+    /// PostgreSQL would infer `jsonb`, the connection's statement cache would keep that, and
+    /// every later recompute on this pool connection would send text where binary jsonb is
+    /// expected ("unsupported jsonb version number").
     pub async fn check(&self, pool: &PgPool) -> Result<(), RegistryError> {
         let mut conn = pool.acquire().await.map_err(|err| RegistryError::Prepare {
             path: PathBuf::new(),
@@ -228,7 +233,11 @@ impl Registry {
             message: err.to_string(),
         })?;
         for query in self.queries.values() {
-            if let Err(err) = conn.prepare(query.statement.as_str()).await {
+            let args_type = <String as sqlx::Type<sqlx::Postgres>>::type_info();
+            let prepared = conn
+                .prepare_with(query.statement.as_str(), &[args_type])
+                .await;
+            if let Err(err) = prepared {
                 let message = match err.as_database_error() {
                     Some(db) => db.message().to_owned(),
                     None => err.to_string(),

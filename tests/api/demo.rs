@@ -285,3 +285,26 @@ async fn traffic_stops_at_shutdown() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(example_writes(&db).await, before);
 }
+
+/// `statgate check` prepares every statement at start-up; the connection it used must still
+/// run recomputes (its statement cache once typed the args parameter as binary jsonb, and
+/// every recompute on that connection failed). One pool connection makes that deterministic.
+#[tokio::test]
+async fn the_connection_that_checked_the_registry_still_recomputes() {
+    let app = TestApp::spawn_with(|config| {
+        config.demo = true;
+        config.pool_size = 1;
+    })
+    .await;
+    let post = app.new_post().await;
+    for query in ["posts/stats/commentCount", "posts/stats/reactionCount"] {
+        let (token, signature) = app
+            .subscribe("alice", query, json!({ "postId": post }))
+            .await;
+        let mut ws = app.connect("alice", Some(&token)).await;
+        wait_for(&mut ws, Duration::from_secs(5), |event| {
+            event["event"] == "query:update" && event["payload"]["signature"] == signature.as_str()
+        })
+        .await;
+    }
+}
