@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
-use sqlx::postgres::PgListener;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -25,6 +25,8 @@ use crate::telemetry::Metrics;
 pub const CHANNEL: &str = "statgate_changes";
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+/// `application_name` of the LISTEN connection, as seen in `pg_stat_activity`.
+pub const LISTENER_APPLICATION_NAME: &str = "statgate-listener";
 
 /// What the listener hands to the dispatcher.
 #[derive(Debug)]
@@ -141,7 +143,12 @@ impl Listener {
         let mut backoff = FIRST_BACKOFF;
         loop {
             let attempt = async {
-                let mut listener = PgListener::connect(&self.database_url).await?;
+                // Named, so operators (and tests) can tell the feed's backend from the pool's.
+                let options: PgConnectOptions = self.database_url.parse()?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(1)
+                    .connect_lazy_with(options.application_name(LISTENER_APPLICATION_NAME));
+                let mut listener = PgListener::connect_with(&pool).await?;
                 listener.ignore_pool_close_event(true);
                 listener.listen(CHANNEL).await?;
                 Ok::<_, sqlx::Error>(listener)

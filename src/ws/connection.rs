@@ -83,11 +83,8 @@ pub async fn run(
     if let Some(subscription) = initial {
         connection.attach(subscription);
     }
-    let exit = connection.serve(socket).await;
+    connection.serve(socket).await;
     connection.state.metrics.connections.dec();
-    if let Exit::Close(CloseReason::SlowConsumer) = exit {
-        connection.state.metrics.slow_consumer_closes.inc();
-    }
 }
 
 impl Connection {
@@ -99,7 +96,10 @@ impl Connection {
                 let _ = self.flush(&mut sink, Vec::new()).await;
             }
             let close = Message::Close(Some(close_frame(reason)));
+            // Counted when decided, not when the close frame got through: a client that never
+            // reads never takes it, and one that reads again within the grace does.
             let timeout = if reason == CloseReason::SlowConsumer {
+                self.state.metrics.slow_consumer_closes.inc();
                 self.state.config.limits.slow_consumer
             } else {
                 CLOSE_TIMEOUT

@@ -143,6 +143,21 @@ impl TestApp {
 
     pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
         let (database_url, db) = fresh_database().await;
+        Self::spawn_on(database_url, db, adjust).await
+    }
+
+    /// The gateway on a database the caller prepared (e.g. on a server the test restarts).
+    pub async fn spawn_on(
+        database_url: String,
+        db: PgPool,
+        adjust: impl FnOnce(&mut Config),
+    ) -> TestApp {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new("statgate=debug"))
+                .with_test_writer()
+                .try_init();
+        }
         let mut config = Config::for_tests(database_url.clone(), queries_dir());
         adjust(&mut config);
         let app = Application::build(config).await.expect("gateway starts");
@@ -167,19 +182,7 @@ impl TestApp {
     }
 
     async fn wait_ready(&self) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(response) = self.http.get(self.url("/readyz")).send().await {
-                if response.status() == 200 {
-                    return;
-                }
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "gateway never became ready"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_until_ready(&self.http, &self.url(""), Duration::from_secs(20)).await;
     }
 
     pub fn jwt(&self, user: &str) -> String {
@@ -354,4 +357,24 @@ pub async fn assert_silent(ws: &mut Ws, why: &str) {
     send_text(ws, "ping").await;
     let next = next_event(ws, Duration::from_secs(10)).await;
     assert_eq!(next, Some(serde_json::json!({"event": "pong"})), "{why}");
+}
+
+/// Polls `{base}/readyz` until it answers 200; panics after `within`.
+pub async fn wait_until_ready(http: &reqwest::Client, base: &str, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let ready = http
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|response| response.status() == 200);
+        if ready {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{base} never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -6,5 +6,6 @@ mod helpers;
 mod load;
 mod matching;
 mod realtime;
+mod resilience;
 mod subscribe;
 mod triggers;

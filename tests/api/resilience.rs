@@ -1,0 +1,359 @@
+//! Faults the gateway must ride out: a killed listener, a restarted PostgreSQL, silent and
+//! never-reading clients, and SIGTERM to the real binary.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::json;
+use sqlx::PgPool;
+use statgate::embedded::{EmbeddedOptions, EmbeddedPostgres};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::helpers::{
+    next_event, read_until, send_text, wait_for, wait_until_ready, Received, TestApp, Ws,
+};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// One socket per post, each holding its post's comment count.
+struct Watchers {
+    sockets: Vec<(i64, String, Ws, Received)>,
+}
+
+impl Watchers {
+    async fn open(app: &TestApp, posts: &[i64]) -> Watchers {
+        let mut sockets = Vec::new();
+        for post in posts {
+            let (token, signature) = app
+                .subscribe("u1", "posts/stats/commentCount", json!({"postId": post}))
+                .await;
+            let mut ws = app.connect("u1", Some(&token)).await;
+            let mut received = Received::default();
+            read_until(&mut ws, &mut received, WAIT, |r| {
+                r.value(&signature).is_some()
+            })
+            .await;
+            sockets.push((*post, signature, ws, received));
+        }
+        Watchers { sockets }
+    }
+
+    /// Every socket converges to the database's count; a closed socket fails the test.
+    async fn converge(&mut self, app: &TestApp) {
+        for (post, signature, ws, received) in &mut self.sockets {
+            let expected = json!(app.comment_count(*post).await);
+            read_until(ws, received, WAIT, |r| {
+                r.value(signature) == Some(&expected)
+            })
+            .await;
+        }
+    }
+}
+
+async fn posts(app: &TestApp, n: usize) -> Vec<i64> {
+    let mut posts = Vec::new();
+    for _ in 0..n {
+        posts.push(app.new_post().await);
+    }
+    posts
+}
+
+/// Comments on the posts in turn until told to stop; write errors (server down) are retried.
+fn keep_writing(
+    db: PgPool,
+    posts: Vec<i64>,
+) -> (Arc<tokio::sync::Notify>, tokio::task::JoinHandle<u64>) {
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let stopped = stop.clone();
+    let task = tokio::spawn(async move {
+        let mut written = 0u64;
+        for post in posts.iter().cycle() {
+            let write = sqlx::query(
+                "insert into comments (post_id, author_id, body) values ($1, 'w', 'x')",
+            )
+            .bind(post)
+            .execute(&db);
+            tokio::select! {
+                _ = stopped.notified() => break,
+                result = write => if result.is_ok() { written += 1 },
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        written
+    });
+    (stop, task)
+}
+
+async fn listener_backends(db: &PgPool) -> Vec<i32> {
+    sqlx::query_scalar(
+        "select pid from pg_stat_activity where application_name = $1 and datname = current_database()",
+    )
+    .bind(statgate::listener::LISTENER_APPLICATION_NAME)
+    .fetch_all(db)
+    .await
+    .expect("pg_stat_activity")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_listener_backend_loses_no_final_value() {
+    let app = TestApp::spawn().await;
+    let posts = posts(&app, 5).await;
+    let mut watchers = Watchers::open(&app, &posts).await;
+    let (stop, writer) = keep_writing(app.db.clone(), posts.clone());
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let backends = listener_backends(&app.db).await;
+    assert_eq!(backends.len(), 1, "one LISTEN connection per gateway");
+    let killed: bool = sqlx::query_scalar("select pg_terminate_backend($1)")
+        .bind(backends[0])
+        .fetch_one(&app.db)
+        .await
+        .expect("terminate");
+    assert!(killed);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.notify_one();
+    assert!(writer.await.expect("writer") > 0);
+
+    watchers.converge(&app).await;
+    let fresh = listener_backends(&app.db).await;
+    assert_eq!(fresh.len(), 1);
+    assert_ne!(fresh[0], backends[0], "the listener reconnected");
+    assert!(app.state.metrics.listener_reconnects.get() >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_postgresql_restart_keeps_sockets_open_and_converges() {
+    let dir = std::env::temp_dir().join(format!("statgate-restart-{}", std::process::id()));
+    let mut server = EmbeddedPostgres::start(EmbeddedOptions {
+        data_dir: dir.join("pgdata"),
+        fast_unsafe: true,
+        ..EmbeddedOptions::default()
+    })
+    .await
+    .expect("a private PostgreSQL for this test");
+    server.create_database("restart").await.expect("database");
+    let url = server.url("restart");
+    let db = PgPool::connect(&url).await.expect("pool");
+    statgate::db::migrate(&db).await.expect("migrations");
+    let app = TestApp::spawn_on(url, db, |_| {}).await;
+    let posts = posts(&app, 5).await;
+    let mut watchers = Watchers::open(&app, &posts).await;
+    for post in &posts {
+        app.add_comment(*post).await;
+    }
+    watchers.converge(&app).await;
+
+    server.restart().await.expect("restart");
+    wait_until_ready(&app.http, &app.url(""), WAIT).await;
+    for post in &posts {
+        for _ in 0..3 {
+            app.add_comment(*post).await;
+        }
+    }
+    watchers.converge(&app).await;
+    for (post, signature, _, received) in &watchers.sockets {
+        assert_eq!(received.value(signature), Some(&json!(4)), "post {post}");
+    }
+
+    app.shutdown.cancel();
+    let _ = tokio::time::timeout(WAIT, app.done).await;
+    server.stop().await.expect("stop");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn server_pings_keep_a_reading_client_and_close_a_silent_one_with_4000() {
+    let app = TestApp::spawn_with(|config| config.heartbeat = Duration::from_millis(300)).await;
+    let (token, _) = app
+        .subscribe("u1", "posts/stats/commentCount", json!({"postId": 1}))
+        .await;
+
+    // tungstenite answers Ping frames while it reads: this client stays.
+    let mut reading = app.connect("u1", Some(&token)).await;
+    let mut pings = 0;
+    let until = tokio::time::Instant::now() + Duration::from_secs(2);
+    while let Ok(Some(message)) = tokio::time::timeout_at(until, reading.next()).await {
+        match message.expect("frame") {
+            Message::Ping(_) => pings += 1,
+            Message::Close(frame) => panic!("a live client was closed: {frame:?}"),
+            _ => {}
+        }
+    }
+    assert!(
+        pings >= 3,
+        "server Ping frames arrive every interval ({pings})"
+    );
+    send_text(&mut reading, "ping").await;
+    assert_eq!(
+        wait_for(&mut reading, WAIT, |e| e["event"] == "pong").await,
+        json!({"event": "pong"})
+    );
+
+    // This one never reads, so it never answers: after two silent intervals it is closed.
+    let mut silent = app.connect("u1", Some(&token)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let close = loop {
+        match tokio::time::timeout(WAIT, silent.next())
+            .await
+            .expect("close in time")
+        {
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(close.map(|f| u16::from(f.code)), Some(4000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_closed_with_4009_and_released() {
+    let app = TestApp::spawn_with(|config| {
+        config.limits.slow_consumer = Duration::from_secs(1);
+    })
+    .await;
+    let posts: Vec<i64> = sqlx::query_scalar(
+        "insert into posts (title, author_id) select 'p' || i, 'a' from generate_series(1, 520) i returning id",
+    )
+    .fetch_all(&app.db)
+    .await
+    .expect("posts");
+    // Four large signatures (500 rows each): every statement below changes all of them.
+    let mut tokens = Vec::new();
+    for offset in 0..4 {
+        let ids = &posts[offset * 5..offset * 5 + 500];
+        let (token, _) = app
+            .subscribe("u1", "posts/stats/counts", json!({"postIds": ids}))
+            .await;
+        tokens.push(token);
+    }
+    let mut lazy = app.connect("u1", Some(&tokens[0])).await;
+    for token in &tokens[1..] {
+        send_text(
+            &mut lazy,
+            &json!({"type": "subscribe", "token": token}).to_string(),
+        )
+        .await;
+    }
+
+    let before = app.state.metrics.slow_consumer_closes.get();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let mut statements = 0;
+    while app.state.metrics.slow_consumer_closes.get() == before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a client that never reads was not closed after {statements} statements"
+        );
+        sqlx::query(
+            "insert into comments (post_id, author_id, body) select unnest($1::int8[]), 'w', 'x'",
+        )
+        .bind(&posts)
+        .execute(&app.db)
+        .await
+        .expect("bulk comment");
+        statements += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Reading now drains what the kernel buffered, then the close frame.
+    let close = loop {
+        match tokio::time::timeout(WAIT, lazy.next())
+            .await
+            .expect("socket ends in time")
+        {
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(close.map(|f| u16::from(f.code)), Some(4009));
+
+    // Everything it held is released: no socket and no subscriber remain.
+    let released = tokio::time::Instant::now() + WAIT;
+    while app.state.metrics.connections.get() != 0
+        || app.state.metrics.subscriptions.get() != 0
+        || !app.state.hub.is_empty()
+    {
+        assert!(
+            tokio::time::Instant::now() < released,
+            "the closed socket was not released"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn sigterm_closes_sockets_with_1001_and_the_binary_exits_0() {
+    let (url, db) = crate::helpers::fresh_database().await;
+    drop(db);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let jwt_secret = "sigterm-test-jwt-secret-0123456789abcdefgh";
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_statgate"))
+        .arg("serve")
+        .env("DATABASE_URL", &url)
+        .env("STATGATE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("STATGATE_QUERIES", crate::helpers::queries_dir())
+        .env("STATGATE_JWT_SECRET", jwt_secret)
+        .env(
+            "STATGATE_TOKEN_SECRET",
+            "sigterm-test-token-secret-0123456789abcdef",
+        )
+        .env("STATGATE_SHUTDOWN_GRACE_SECS", "5")
+        .env_remove("STATGATE_DEMO")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("statgate starts");
+
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_until_ready(&http, &base, WAIT).await;
+    let mut config = statgate::Config::for_tests(url.clone(), crate::helpers::queries_dir());
+    config.jwt_secrets = vec![statgate::config::Secret::new(jwt_secret)];
+    let jwt = statgate::auth::Authenticator::new(&config)
+        .mint_jwt("u1", Duration::from_secs(600))
+        .expect("jwt");
+    let reply: serde_json::Value = http
+        .post(format!("{base}/realtime/subscribe"))
+        .json(&json!({"queryName": "posts/stats/commentCount", "args": {"postId": 1}, "authToken": jwt}))
+        .send()
+        .await
+        .expect("subscribe")
+        .json()
+        .await
+        .expect("json");
+    let token = reply["token"].as_str().expect("token");
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!(
+        "ws://127.0.0.1:{port}/realtime/ws?authToken={jwt}&token={token}"
+    ))
+    .await
+    .expect("connects");
+    assert!(next_event(&mut ws, WAIT).await.is_some(), "snapshot");
+
+    let pid = child.id().expect("pid").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let close = loop {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("close in time")
+        {
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(close.map(|f| u16::from(f.code)), Some(1001));
+    let exit = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits within the drain deadline")
+        .expect("waited");
+    assert!(exit.success(), "exit status {exit}");
+}
