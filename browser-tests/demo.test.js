@@ -189,6 +189,8 @@ test('the demo page shows live counters that follow the page\'s and other proces
   await page.click(`#post-${postId}-add-comment`);
   const afterClick = await counterAbove(comments, start);
   assert.equal(afterClick, start + 1);
+  assert.ok(await page.locator(comments).evaluate((el) => el.classList.contains('flash')),
+    'a changed counter flashes');
 
   // Another process writes with SQL; the page follows.
   psql(`insert into comments (post_id, author_id, body) values (${postId}, 'bob', 'from psql')`);
@@ -200,7 +202,15 @@ test('the demo page shows live counters that follow the page\'s and other proces
   await page.click('#add-steps');
   assert.equal(await counterAbove('#rollup-today-readings', readings), readings + 1);
 
-  await page.locator(`#post-${postId}`).scrollIntoViewIfNeeded();
+  // The traffic switch makes the server write on its own; switching it off stops it.
+  await page.fill('#traffic-rate', '20');
+  await page.check('#traffic-switch');
+  await page.waitForFunction(() => Number(document.querySelector('#traffic-writes').dataset.writes) > 0,
+    null, { timeout: COUNTER_WAIT_MS });
+  await page.uncheck('#traffic-switch');
+  await page.waitForFunction(async () => !(await (await fetch('/demo/api/traffic')).json()).enabled,
+    null, { timeout: COUNTER_WAIT_MS });
+
   assert.equal(await page.locator('#connection').getAttribute('data-state'), 'connected');
 });
 
