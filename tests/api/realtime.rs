@@ -175,3 +175,49 @@ async fn shutdown_closes_sockets_with_1001() {
         .expect("joined")
         .expect("served");
 }
+
+#[tokio::test]
+async fn metrics_count_the_pipeline_and_the_commit_to_push_lag() {
+    let app = TestApp::spawn().await;
+    let post = app.new_post().await;
+    let (token, signature) = app
+        .subscribe("u1", "posts/stats/commentCount", json!({"postId": post}))
+        .await;
+    let mut ws = app.connect("u1", Some(&token)).await;
+    wait_for(&mut ws, WAIT, |e| e["payload"]["signature"] == signature).await;
+    app.add_comment(post).await;
+    wait_for(&mut ws, WAIT, |e| e["payload"]["version"] == 2).await;
+
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from\n{metrics}"))
+    };
+    assert_eq!(value("statgate_connections"), 1.0);
+    assert_eq!(value("statgate_subscriptions"), 1.0);
+    assert!(value("statgate_notifications_total") >= 1.0);
+    assert!(value("statgate_pushes_total") >= 2.0);
+    assert!(
+        value("statgate_push_lag_seconds_count") >= 1.0,
+        "the update carried a commit time"
+    );
+    for series in [
+        "statgate_recomputes_total",
+        "statgate_recompute_duration_seconds",
+        "statgate_listener_reconnects_total",
+        "statgate_coalesced_updates_total",
+        "statgate_slow_consumer_closes_total",
+    ] {
+        assert!(metrics.contains(series), "{series} missing from\n{metrics}");
+    }
+}

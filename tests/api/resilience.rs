@@ -144,7 +144,22 @@ async fn a_full_postgresql_restart_keeps_sockets_open_and_converges() {
     }
     watchers.converge(&app).await;
 
-    server.restart().await.expect("restart");
+    server.stop().await.expect("stop");
+    let unready = tokio::time::Instant::now() + WAIT;
+    while app
+        .http
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .is_ok_and(|response| response.status() == 200)
+    {
+        assert!(
+            tokio::time::Instant::now() < unready,
+            "/readyz stayed 200 with the database down"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.restart().await.expect("start again");
     wait_until_ready(&app.http, &app.url(""), WAIT).await;
     for post in &posts {
         for _ in 0..3 {
