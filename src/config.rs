@@ -85,6 +85,21 @@ pub enum Command {
         #[arg(long, default_value = "1h", value_parser = parse_duration)]
         ttl: Duration,
     },
+    /// Generate client types from the registry and the database's column types.
+    Codegen {
+        #[command(subcommand)]
+        target: CodegenTarget,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CodegenTarget {
+    /// TypeScript declarations for `@statgate/client` (migrates first unless `--no-migrate`).
+    Ts {
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 /// Every setting, from flags or environment variables.

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::Parser;
 use statgate::auth::Authenticator;
-use statgate::config::{Cli, Command};
+use statgate::config::{Cli, CodegenTarget, Command};
 use statgate::db::{self, DatabaseHandle};
 use statgate::registry::Registry;
 use statgate::Application;
@@ -40,6 +40,28 @@ async fn main() -> anyhow::Result<()> {
             database.close().await;
             result?;
             println!("{} queries ok", registry.len());
+            Ok(())
+        }
+        Command::Codegen {
+            target: CodegenTarget::Ts { out },
+        } => {
+            let registry = Registry::load(&config.queries_dir)?;
+            let database = DatabaseHandle::open(&config).await?;
+            let result = async {
+                let pool = db::connect_pool(&database.url, &config).await?;
+                if config.migrate {
+                    db::migrate(&pool).await?;
+                }
+                anyhow::Ok(statgate::codegen::typescript(&registry, &pool).await?)
+            }
+            .await;
+            database.close().await;
+            let text = result?;
+            match out {
+                Some(path) => std::fs::write(&path, text)
+                    .with_context(|| format!("cannot write {}", path.display()))?,
+                None => print!("{text}"),
+            }
             Ok(())
         }
         Command::Token { sub, ttl } => {

@@ -77,6 +77,8 @@ pub struct Query {
     pub sql: String,
     /// The batched statement actually executed (see [`sql`]).
     pub statement: String,
+    /// The query's own rows, for describing its result columns (see [`sql::columns_statement`]).
+    pub columns_statement: String,
     /// Sorted by name, so validation produces canonical key order.
     pub args: Vec<ArgSpec>,
     pub returns: Returns,
@@ -367,11 +369,13 @@ fn parse_query(name: &str, file: &Path, definition: &toml::Value) -> Result<Quer
     };
     let bound = sql::bind_placeholders(&sql, &args)?;
     let statement = sql::batch_statement(&bound, returns);
+    let columns_statement = sql::columns_statement(&bound);
     Ok(Query {
         name: name.to_owned(),
         file: file.to_owned(),
         sql,
         statement,
+        columns_statement,
         args,
         returns,
         auth,

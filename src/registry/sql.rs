@@ -137,6 +137,14 @@ pub fn batch_statement(bound_sql: &str, returns: Returns) -> String {
     format!("select {ARGS_ALIAS}.n, ({shaped})::text from jsonb_array_elements($1::jsonb) with ordinality as {ARGS_ALIAS}(args, n)")
 }
 
+/// The query's own rows for one arg set, so its result columns can be described (codegen).
+pub fn columns_statement(bound_sql: &str) -> String {
+    format!(
+        "select statgate_q.* from jsonb_array_elements($1::jsonb) with ordinality as {ARGS_ALIAS}(args, n) \
+         cross join lateral ({bound_sql}\n) statgate_q"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

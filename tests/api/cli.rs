@@ -68,3 +68,23 @@ async fn start_up_refuses_a_missing_or_short_secret_outside_demo_mode() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn the_committed_typescript_types_match_the_example_registry() {
+    let (url, _db) = fresh_database().await;
+    let generated = statgate(&url, &queries_dir(), &["codegen", "ts"]);
+    assert!(
+        generated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&generated.stderr)
+    );
+    let committed_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("client-ts/generated/example-queries.d.ts");
+    let committed = std::fs::read_to_string(&committed_path).expect("the committed types");
+    assert_eq!(
+        String::from_utf8_lossy(&generated.stdout),
+        committed,
+        "client-ts/generated/example-queries.d.ts is stale: run \
+         `statgate codegen ts --out client-ts/generated/example-queries.d.ts`"
+    );
+}
