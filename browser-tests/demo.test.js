@@ -173,7 +173,9 @@ async function counterAbove(selector, than) {
 }
 
 test('the demo page shows live counters that follow the page\'s and other processes\' writes', async () => {
+  const clientBundle = page.waitForResponse((r) => r.url().endsWith('/demo/assets/statgate-client.js'));
   await page.goto(`${baseUrl}/`);
+  assert.equal((await clientBundle).status(), 200, 'the page loads @statgate/client\'s browser bundle');
   await page.waitForSelector('#connection[data-state="connected"]', { timeout: 20_000 });
   await page.waitForSelector('body[data-ready="true"]', { timeout: 20_000 });
 

@@ -7,6 +7,8 @@ use axum::response::{IntoResponse, Response};
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const STYLE_CSS: &str = include_str!("assets/style.css");
+/// The compiled `@statgate/client` (client-ts/), which has no imports: its browser bundle.
+const CLIENT_JS: &str = include_str!("assets/statgate-client.js");
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
@@ -30,4 +32,8 @@ pub async fn app_js() -> Response {
 
 pub async fn style_css() -> Response {
     asset("text/css; charset=utf-8", STYLE_CSS)
+}
+
+pub async fn client_js() -> Response {
+    asset("text/javascript; charset=utf-8", CLIENT_JS)
 }

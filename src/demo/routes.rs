@@ -33,6 +33,7 @@ pub(super) fn routes(state: DemoState) -> Router<AppState> {
         .route("/", get(assets::index))
         .route("/demo/assets/app.js", get(assets::app_js))
         .route("/demo/assets/style.css", get(assets::style_css))
+        .route("/demo/assets/statgate-client.js", get(assets::client_js))
         .route("/demo/api/token", get(token))
         .route("/demo/api/posts", get(posts))
         .route(

@@ -1,23 +1,11 @@
-// statgate demo page: plain JavaScript, no build step. It does what any browser app does:
-// POST /realtime/subscribe once per counter, then ONE WebSocket (subprotocol
-// statgate.realtime.v1) carrying every subscription — the first token in the URL, the others
-// as `subscribe` frames. When the socket drops it reconnects with backoff, fetching a fresh
-// JWT and fresh subscription tokens. The /demo/api endpoints exist only in demo mode.
-'use strict';
-
-const PROTOCOL = 'statgate.realtime.v1';
-// The gateway allows a number of client messages per second per socket; stay well below it.
-const FRAMES_PER_SECOND = 40;
-const BACKOFF_MIN_MS = 500;
-const BACKOFF_MAX_MS = 10000;
+// statgate demo page: plain JavaScript, no build step. It uses @statgate/client's browser
+// bundle (client-ts/, copied to statgate-client.js) exactly as any browser app would: one
+// POST /realtime/subscribe per counter, then ONE WebSocket carrying every subscription, with
+// heartbeat, reconnect with jittered back-off and resubscription handled by the client.
+// The /demo/api endpoints exist only in demo mode.
+import { createClient } from './statgate-client.js';
 
 const $ = (selector) => document.querySelector(selector);
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-let socket = null;
-let attempt = 0;
-/** signature -> { elements, format, version, value } */
-let bySignature = new Map();
 
 function showMessage(text) {
   const el = $('#message');
@@ -25,10 +13,17 @@ function showMessage(text) {
   el.hidden = !text;
 }
 
-function setConnection(state) {
+const CONNECTION = {
+  connecting: ['connecting', 'connecting…'],
+  open: ['connected', 'connected'],
+  reconnecting: ['reconnecting', 'reconnecting…'],
+  closed: ['reconnecting', 'closed'],
+};
+function setConnection(status) {
   const el = $('#connection');
+  const [state, text] = CONNECTION[status];
   el.dataset.state = state;
-  el.textContent = { connecting: 'connecting…', connected: 'connected', reconnecting: 'reconnecting…' }[state];
+  el.textContent = text;
 }
 
 async function api(method, path, body) {
@@ -99,103 +94,46 @@ function subscriptionsFor(posts, user) {
   return specs;
 }
 
-function applyUpdate(payload) {
-  const entry = bySignature.get(payload.signature);
-  if (!entry) return;
-  if (entry.version !== null && payload.version <= entry.version) return; // versions only grow
-  const changed = entry.version !== null && JSON.stringify(entry.value) !== JSON.stringify(payload.data);
-  entry.version = payload.version;
-  entry.value = payload.data;
-  for (const el of entry.elements) {
-    el.textContent = entry.format(payload.data);
-    el.dataset.value = payload.data === null ? '' : String(payload.data);
-    el.dataset.version = String(payload.version);
-    if (changed) {
-      el.classList.remove('flash');
-      void el.offsetWidth; // restart the animation
-      el.classList.add('flash');
-    }
-  }
-  if ([...bySignature.values()].every((e) => e.version !== null)) {
-    document.body.dataset.ready = 'true';
+let pending = 0;
+function render(spec, value) {
+  const el = $(spec.element);
+  if (!el) return;
+  const changed = el.dataset.value !== undefined && el.dataset.value !== (value === null ? '' : String(value));
+  el.textContent = spec.format(value);
+  el.dataset.value = value === null ? '' : String(value);
+  if (changed) {
+    el.classList.remove('flash');
+    void el.offsetWidth; // restart the animation
+    el.classList.add('flash');
   }
 }
 
-// ---- the connection: subscribe over HTTP, then one socket ----
-async function subscribeAll(posts, user, jwt) {
+// ---- the connection: the client does subscribe-over-HTTP, the socket and reconnects ----
+const client = createClient({
+  url: location.origin,
+  getAuthToken: async () => {
+    const { user, authToken } = await api('GET', '/demo/api/token');
+    $('#user-name').textContent = user;
+    return authToken;
+  },
+  onStatus: setConnection,
+});
+
+async function subscribeAll(posts) {
+  const { user } = await api('GET', '/demo/api/token');
   const specs = subscriptionsFor(posts, user);
-  const replies = await Promise.all(specs.map((spec) =>
-    api('POST', '/realtime/subscribe', { queryName: spec.queryName, args: spec.args, authToken: jwt })));
-  const previous = bySignature;
-  bySignature = new Map();
-  specs.forEach((spec, i) => {
-    const { signature } = replies[i];
-    const old = previous.get(signature);
-    const entry = bySignature.get(signature) || {
-      elements: [], format: spec.format,
-      // keep the last value across reconnects so a change while away still flashes
-      version: null, value: old ? old.value : undefined,
-    };
-    const el = $(spec.element);
-    if (el) entry.elements.push(el);
-    bySignature.set(signature, entry);
-  });
-  // a new connection starts its versions afresh; compare values only
-  for (const entry of bySignature.values()) {
-    if (entry.value !== undefined) entry.version = -1;
-  }
-  return replies;
-}
-
-async function connect(posts) {
-  setConnection(attempt === 0 ? 'connecting' : 'reconnecting');
-  const { user, authToken } = await api('GET', '/demo/api/token');
-  $('#user-name').textContent = user;
-  const replies = await subscribeAll(posts, user, authToken);
-  const [first, ...rest] = replies;
-  const { url, protocol, params } = first.websocket;
-  const target = new URL(url, location.href);
-  if (location.protocol === 'https:') target.protocol = 'wss:';
-  target.searchParams.set(params.tokenParam, first.token);
-  target.searchParams.set(params.authTokenParam, authToken);
-
-  const ws = new WebSocket(target.toString(), protocol || PROTOCOL);
-  socket = ws;
-  ws.addEventListener('open', async () => {
-    attempt = 0;
-    setConnection('connected');
-    showMessage('');
-    for (let i = 0; i < rest.length; i += FRAMES_PER_SECOND) {
-      if (i > 0) await sleep(1050);
-      if (ws.readyState !== WebSocket.OPEN) return;
-      for (const reply of rest.slice(i, i + FRAMES_PER_SECOND)) {
-        ws.send(JSON.stringify({ type: 'subscribe', token: reply.token }));
+  pending = specs.length;
+  for (const spec of specs) {
+    let first = true;
+    client.subscribe(spec.queryName, spec.args, (value) => {
+      render(spec, value);
+      if (first) {
+        first = false;
+        pending -= 1;
+        if (pending === 0) document.body.dataset.ready = 'true';
       }
-    }
-  });
-  ws.addEventListener('message', (event) => {
-    let frame;
-    try { frame = JSON.parse(event.data); } catch { return; }
-    if (frame.event === 'query:update') applyUpdate(frame.payload);
-    else if (frame.event === 'error') showMessage(`gateway: ${frame.payload.message}`);
-  });
-  ws.addEventListener('close', () => {
-    if (socket === ws) scheduleReconnect(posts);
-  });
-}
-
-function scheduleReconnect(posts) {
-  socket = null;
-  setConnection('reconnecting');
-  const base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** attempt);
-  attempt += 1;
-  const delay = base / 2 + Math.random() * base / 2;
-  setTimeout(() => {
-    connect(posts).catch((err) => {
-      showMessage(`cannot reach statgate: ${err.message}`);
-      scheduleReconnect(posts);
-    });
-  }, delay);
+    }, { onError: (err) => showMessage(`gateway: ${err.message}`) });
+  }
 }
 
 // ---- buttons and the traffic switch ----
@@ -247,7 +185,7 @@ async function start() {
     const { posts } = await api('GET', '/demo/api/posts');
     renderPosts(posts);
     api('GET', '/demo/api/traffic').then(showTraffic, () => {});
-    await connect(posts);
+    await subscribeAll(posts);
   } catch (err) {
     showMessage(`cannot start: ${err.message}`);
     setTimeout(start, 2000);
