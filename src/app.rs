@@ -16,9 +16,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
-use crate::config::Config;
+use crate::config::{ChangeFeed, Config};
 use crate::db::{self, DatabaseHandle, DbError};
 use crate::hub::Hub;
+use crate::listener::table::{self, FeedError, TablePoller};
 use crate::listener::{self, Listener, ListenerStatus};
 use crate::matcher::Matcher;
 use crate::recompute::{Recompute, Scheduler};
@@ -41,6 +42,8 @@ pub enum StartError {
     },
     #[error("demo seed failed: {0}")]
     Seed(sqlx::Error),
+    #[error(transparent)]
+    Feed(#[from] FeedError),
 }
 
 /// Everything a request handler or socket task may need; cheap to clone.
@@ -93,6 +96,7 @@ impl Application {
         }
         let registry = Registry::load(&config.queries_dir)?;
         registry.check(&pool).await?;
+        table::set_database_mode(&pool, config.change_feed).await?;
         if config.demo {
             seed_demo(&pool).await?;
         }
@@ -120,11 +124,26 @@ impl Application {
         let shutdown = CancellationToken::new();
         let (events_tx, events_rx) = mpsc::channel(FEED_CAPACITY);
 
-        let feed = Listener {
-            database_url: database.url.clone(),
-            events: events_tx,
-            status: status.clone(),
-            metrics: metrics.clone(),
+        let feed = match config.change_feed {
+            ChangeFeed::Notify => tokio::spawn(
+                Listener {
+                    database_url: database.url.clone(),
+                    events: events_tx,
+                    status: status.clone(),
+                    metrics: metrics.clone(),
+                }
+                .run(shutdown.clone()),
+            ),
+            ChangeFeed::Table => tokio::spawn(
+                TablePoller {
+                    database_url: database.url.clone(),
+                    interval: config.feed_poll,
+                    events: events_tx,
+                    status: status.clone(),
+                    metrics: metrics.clone(),
+                }
+                .run(shutdown.clone()),
+            ),
         };
         let recompute = Recompute {
             pool: pool.clone(),
@@ -135,7 +154,7 @@ impl Application {
             concurrency: config.recompute_concurrency,
         };
         let tasks = vec![
-            tokio::spawn(feed.run(shutdown.clone())),
+            feed,
             tokio::spawn(listener::dispatch(
                 events_rx,
                 matcher,

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Secrets shorter than this are refused outside demo mode (SPEC §4).
 pub const MIN_SECRET_BYTES: usize = 32;
@@ -246,6 +246,44 @@ pub struct Settings {
         global = true
     )]
     pub shutdown_grace_secs: u64,
+    /// How changes reach statgate: `notify` (LISTEN/NOTIFY) or `table` (the watch triggers
+    /// append to `statgate.changes`, which statgate polls). Every gateway of one database
+    /// must use the same mode: statgate sets it in the database at start-up.
+    #[arg(
+        long,
+        env = "STATGATE_CHANGE_FEED",
+        value_enum,
+        default_value_t = ChangeFeed::Notify,
+        global = true
+    )]
+    pub change_feed: ChangeFeed,
+    /// Interval between two reads of `statgate.changes` in `table` mode, in milliseconds.
+    #[arg(
+        long,
+        env = "STATGATE_FEED_POLL_MS",
+        default_value_t = 10,
+        global = true
+    )]
+    pub feed_poll_ms: u64,
+}
+
+/// Where the watch triggers send their change payloads (`STATGATE_CHANGE_FEED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ChangeFeed {
+    /// `pg_notify('statgate_changes', …)`, received on a LISTEN connection.
+    Notify,
+    /// Rows appended to `statgate.changes`, polled by statgate.
+    Table,
+}
+
+impl ChangeFeed {
+    /// The name `statgate.set_feed_mode` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeFeed::Notify => "notify",
+            ChangeFeed::Table => "table",
+        }
+    }
 }
 
 fn parse_switch(value: &str) -> Result<bool, String> {
@@ -306,6 +344,8 @@ pub struct Config {
     pub recompute_batch: usize,
     pub recompute_concurrency: usize,
     pub shutdown_grace: Duration,
+    pub change_feed: ChangeFeed,
+    pub feed_poll: Duration,
 }
 
 /// Per-request and per-socket limits (SPEC §5, §8).
@@ -334,6 +374,7 @@ impl Settings {
                 self.recompute_concurrency as u64,
             ),
             ("STATGATE_POOL_SIZE", u64::from(self.pool_size)),
+            ("STATGATE_FEED_POLL_MS", self.feed_poll_ms),
         ] {
             if value == 0 {
                 return Err(ConfigError::NotPositive { name, value });
@@ -372,6 +413,8 @@ impl Settings {
             recompute_batch: self.recompute_batch,
             recompute_concurrency: self.recompute_concurrency,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            change_feed: self.change_feed,
+            feed_poll: Duration::from_millis(self.feed_poll_ms),
         })
     }
 }
@@ -432,6 +475,8 @@ impl Config {
             recompute_batch: 256,
             recompute_concurrency: 4,
             shutdown_grace: Duration::from_secs(5),
+            change_feed: ChangeFeed::Notify,
+            feed_poll: Duration::from_millis(10),
         }
     }
 }
@@ -497,6 +542,19 @@ mod tests {
         .into_config()
         .expect("config");
         assert_eq!(config.token_secrets, vec![Secret::new(a), Secret::new(b)]);
+    }
+
+    #[test]
+    fn the_change_feed_is_notify_unless_table_is_asked_for() {
+        let config = settings(&[]).into_config().expect("config");
+        assert_eq!(config.change_feed, ChangeFeed::Notify);
+        assert_eq!(config.feed_poll, Duration::from_millis(10));
+        let config = settings(&["--change-feed", "table", "--feed-poll-ms", "25"])
+            .into_config()
+            .expect("config");
+        assert_eq!(config.change_feed, ChangeFeed::Table);
+        assert_eq!(config.feed_poll, Duration::from_millis(25));
+        assert!(Cli::try_parse_from(["statgate", "--change-feed", "kafka"]).is_err());
     }
 
     #[test]

@@ -22,6 +22,8 @@ use crate::matcher::{Change, Matcher, TableName};
 use crate::recompute::Scheduler;
 use crate::telemetry::Metrics;
 
+pub mod table;
+
 pub const CHANNEL: &str = "statgate_changes";
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);

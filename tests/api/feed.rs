@@ -1,0 +1,287 @@
+//! The table change feed (`STATGATE_CHANGE_FEED=table`): the watch triggers append to
+//! `statgate.changes`, the gateway polls it, and subscribers see the same values as with NOTIFY.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use statgate::config::ChangeFeed;
+use statgate::listener::table::POLLER_APPLICATION_NAME;
+
+use crate::helpers::{read_until, wait_for, Received, TestApp, Ws};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn spawn_table_mode() -> TestApp {
+    TestApp::spawn_with(|config| config.change_feed = ChangeFeed::Table).await
+}
+
+async fn rows_in_change_table(db: &PgPool) -> i64 {
+    sqlx::query_scalar("select count(*) from statgate.changes")
+        .fetch_one(db)
+        .await
+        .expect("count changes")
+}
+
+/// Subscribes `user` to the comment count of `post` on a new socket and reads the snapshot.
+async fn watch_comments(app: &TestApp, post: i64) -> (String, Ws, Received) {
+    let (token, signature) = app
+        .subscribe("u1", "posts/stats/commentCount", json!({"postId": post}))
+        .await;
+    let mut ws = app.connect("u1", Some(&token)).await;
+    let mut received = Received::default();
+    read_until(&mut ws, &mut received, WAIT, |r| {
+        r.value(&signature).is_some()
+    })
+    .await;
+    (signature, ws, received)
+}
+
+async fn converge_to(ws: &mut Ws, received: &mut Received, signature: &str, expected: Value) {
+    read_until(ws, received, WAIT, |r| {
+        r.value(signature) == Some(&expected)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn in_table_mode_a_new_comment_reaches_the_subscriber_through_the_change_table() {
+    let app = spawn_table_mode().await;
+    let mode: String = sqlx::query_scalar("select feed_mode from statgate.settings")
+        .fetch_one(&app.db)
+        .await
+        .expect("settings");
+    assert_eq!(
+        mode, "table",
+        "the gateway told the triggers which feed it reads"
+    );
+    let post = app.new_post().await;
+    app.add_comment(post).await;
+    let (signature, mut ws, mut received) = watch_comments(&app, post).await;
+    assert_eq!(received.value(&signature), Some(&json!(1)));
+
+    app.add_comment(post).await;
+    let update = wait_for(&mut ws, WAIT, |e| e["event"] == "query:update").await;
+    received.record(&update);
+    assert_eq!(update["payload"]["data"], json!(2));
+    assert_eq!(update["payload"]["version"], json!(2));
+    assert!(
+        rows_in_change_table(&app.db).await >= 2,
+        "the comments went through statgate.changes"
+    );
+    let listeners: i64 = sqlx::query_scalar(
+        "select count(*) from pg_stat_activity where application_name = $1 and datname = current_database()",
+    )
+    .bind(statgate::listener::LISTENER_APPLICATION_NAME)
+    .fetch_one(&app.db)
+    .await
+    .expect("pg_stat_activity");
+    assert_eq!(listeners, 0, "no LISTEN connection in table mode");
+}
+
+#[tokio::test]
+async fn in_table_mode_a_ten_thousand_row_insert_converges() {
+    let app = spawn_table_mode().await;
+    let posts: Vec<i64> = sqlx::query_scalar(
+        "insert into posts (title, author_id) select 'p' || i, 'a' from generate_series(1, 20) i returning id",
+    )
+    .fetch_all(&app.db)
+    .await
+    .expect("posts");
+    let mut sockets = Vec::new();
+    for post in &posts {
+        sockets.push((*post, watch_comments(&app, *post).await));
+    }
+    sqlx::query(
+        "insert into comments (post_id, author_id, body)
+         select ($1::int8[])[1 + floor(sqrt(random()) * 20)::int % 20], 'bulk', 'x'
+           from generate_series(1, 10000)",
+    )
+    .bind(&posts)
+    .execute(&app.db)
+    .await
+    .expect("bulk insert");
+    let mut total = 0;
+    for (post, (signature, ws, received)) in &mut sockets {
+        let expected = app.comment_count(*post).await;
+        total += expected;
+        converge_to(ws, received, signature, json!(expected)).await;
+    }
+    assert_eq!(total, 10_000);
+}
+
+#[tokio::test]
+async fn changes_made_while_no_gateway_runs_are_read_when_one_starts() {
+    let first = spawn_table_mode().await;
+    let url = first.state.config.database.clone();
+    let post = first.new_post().await;
+    let db = first.db.clone();
+    first.shutdown.cancel();
+    let _ = tokio::time::timeout(WAIT, first.done).await;
+
+    let before = rows_in_change_table(&db).await;
+    for _ in 0..3 {
+        sqlx::query("insert into comments (post_id, author_id, body) values ($1, 'a', 'offline')")
+            .bind(post)
+            .execute(&db)
+            .await
+            .expect("writes need no gateway");
+    }
+    assert_eq!(
+        rows_in_change_table(&db).await,
+        before + 3,
+        "each offline write left its change in the table"
+    );
+
+    let statgate::config::Database::External(url) = url else {
+        panic!("tests use an external database");
+    };
+    let second = TestApp::spawn_on(url.expose().to_owned(), db, |config| {
+        config.change_feed = ChangeFeed::Table
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while second.state.metrics.notifications.get() < before as u64 + 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new gateway read the changes it missed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (signature, mut ws, mut received) = watch_comments(&second, post).await;
+    assert_eq!(received.value(&signature), Some(&json!(3)));
+    second.add_comment(post).await;
+    converge_to(&mut ws, &mut received, &signature, json!(4)).await;
+}
+
+#[tokio::test]
+async fn two_table_mode_gateways_on_one_database_both_see_every_change() {
+    let one = spawn_table_mode().await;
+    let statgate::config::Database::External(url) = one.state.config.database.clone() else {
+        panic!("tests use an external database");
+    };
+    let two = TestApp::spawn_on(url.expose().to_owned(), one.db.clone(), |config| {
+        config.change_feed = ChangeFeed::Table
+    })
+    .await;
+    let post = one.new_post().await;
+    let (sig_one, mut ws_one, mut got_one) = watch_comments(&one, post).await;
+    let (sig_two, mut ws_two, mut got_two) = watch_comments(&two, post).await;
+    for n in 1..=5 {
+        one.add_comment(post).await;
+        converge_to(&mut ws_one, &mut got_one, &sig_one, json!(n)).await;
+        converge_to(&mut ws_two, &mut got_two, &sig_two, json!(n)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_killed_poller_connection_reconnects_and_loses_no_value() {
+    let app = spawn_table_mode().await;
+    let post = app.new_post().await;
+    let (signature, mut ws, mut received) = watch_comments(&app, post).await;
+    let killed: i64 = sqlx::query_scalar(
+        "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity
+          where application_name = $1 and datname = current_database()) k",
+    )
+    .bind(POLLER_APPLICATION_NAME)
+    .fetch_one(&app.db)
+    .await
+    .expect("terminate");
+    assert_eq!(killed, 1, "one polling connection per gateway");
+    for _ in 0..5 {
+        app.add_comment(post).await;
+    }
+    converge_to(&mut ws, &mut received, &signature, json!(5)).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while app.state.metrics.listener_reconnects.get() < 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the poller reconnected"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_write_never_fails_because_of_the_change_table() {
+    let app = spawn_table_mode().await;
+    let (token, signature) = app
+        .subscribe(
+            "u1",
+            "measurements/rollups/dailySum",
+            json!({"userId": "u1", "type": "steps", "from": "2026-01-01", "to": "2026-02-01"}),
+        )
+        .await;
+    let mut ws = app.connect("u1", Some(&token)).await;
+    let mut received = Received::default();
+    read_until(&mut ws, &mut received, WAIT, |r| {
+        r.value(&signature).is_some()
+    })
+    .await;
+
+    // A key too large for any payload: the change is recorded as an overflow row.
+    sqlx::query(
+        "insert into measurements (user_id, type, value, taken_at)
+         values (repeat('x', 20000), 'steps', 1, '2026-01-05 10:00:00+00')",
+    )
+    .execute(&app.db)
+    .await
+    .expect("a huge key is written");
+    let overflow: i64 = sqlx::query_scalar(
+        "select count(*) from statgate.changes where payload::jsonb @> '{\"overflow\": true}'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .expect("overflow rows");
+    assert_eq!(overflow, 1);
+
+    // The change table unusable: the write still commits (the trigger only warns).
+    sqlx::query("alter table statgate.changes rename to changes_away")
+        .execute(&app.db)
+        .await
+        .expect("rename");
+    let written = sqlx::query(
+        "insert into measurements (user_id, type, value, taken_at)
+         values ('u1', 'steps', 40, '2026-01-06 10:00:00+00')",
+    )
+    .execute(&app.db)
+    .await;
+    sqlx::query("alter table statgate.changes_away rename to changes")
+        .execute(&app.db)
+        .await
+        .expect("rename back");
+    written.expect("the write commits without its change row");
+
+    sqlx::query(
+        "insert into measurements (user_id, type, value, taken_at)
+         values ('u1', 'steps', 2, '2026-01-07 10:00:00+00')",
+    )
+    .execute(&app.db)
+    .await
+    .expect("write");
+    read_until(&mut ws, &mut received, WAIT, |r| {
+        r.value(&signature).and_then(Value::as_f64) == Some(42.0)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_slow_transaction_committing_after_a_later_one_is_not_skipped() {
+    let app = spawn_table_mode().await;
+    let slow_post = app.new_post().await;
+    let fast_post = app.new_post().await;
+    let (slow_sig, mut slow_ws, mut slow_got) = watch_comments(&app, slow_post).await;
+    let (fast_sig, mut fast_ws, mut fast_got) = watch_comments(&app, fast_post).await;
+
+    // The slow transaction takes the lower change id, the fast one commits first and is read.
+    let mut slow = app.db.begin().await.expect("begin");
+    sqlx::query("insert into comments (post_id, author_id, body) values ($1, 'a', 'slow')")
+        .bind(slow_post)
+        .execute(&mut *slow)
+        .await
+        .expect("slow write");
+    app.add_comment(fast_post).await;
+    converge_to(&mut fast_ws, &mut fast_got, &fast_sig, json!(1)).await;
+    slow.commit().await.expect("commit");
+    converge_to(&mut slow_ws, &mut slow_got, &slow_sig, json!(1)).await;
+}
