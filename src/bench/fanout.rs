@@ -1,0 +1,155 @@
+//! `fanout`: S sockets on ONE signature, one change at a time. For each change, the latency
+//! from issuing the write to the first and to the last socket holding the new value.
+
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::clients::{self, GatewayCounters, ProcessReading};
+use super::report::{round, Latencies, Report};
+use super::{BenchError, Target};
+
+#[derive(Debug, Clone, Args)]
+pub struct FanoutArgs {
+    /// Sockets on the signature.
+    #[arg(long, default_value_t = 1000)]
+    pub sockets: usize,
+    /// Changes, one at a time.
+    #[arg(long, default_value_t = 50)]
+    pub changes: usize,
+    /// Pause between changes.
+    #[arg(long, default_value_t = 100)]
+    pub pause_ms: u64,
+    /// Give up on one change after this long.
+    #[arg(long, default_value_t = 10)]
+    pub change_timeout_secs: u64,
+}
+
+pub async fn run(target: &Target, args: FanoutArgs) -> Result<Report, BenchError> {
+    let db = clients::database(target, 2).await?;
+    let http = clients::http_client()?;
+    let posts = clients::new_posts(&db, 1).await?;
+    let post = posts[0];
+    let tokens = clients::subscribe_posts(target, &http, &posts).await?;
+    let token = tokens[0].as_str();
+
+    let opened_at = Instant::now();
+    let sockets = clients::open_sockets(target, &vec![token; args.sockets]).await?;
+    let open_secs = opened_at.elapsed().as_secs_f64();
+    let (arrivals_tx, mut arrivals) = mpsc::unbounded_channel();
+    let stop = CancellationToken::new();
+    let readers: Vec<_> = sockets
+        .into_iter()
+        .enumerate()
+        .map(|(i, socket)| {
+            clients::spawn_reader(i as u32, socket, arrivals_tx.clone(), stop.clone())
+        })
+        .collect();
+    drop(arrivals_tx);
+    wait_for_all(&mut arrivals, args.sockets, 0, Duration::from_secs(30)).await;
+
+    let counters_before = GatewayCounters::read(&http, target).await?;
+    let cpu_before = target.gateway_pid.and_then(ProcessReading::read);
+    let mut first = Latencies::new();
+    let mut last = Latencies::new();
+    let mut incomplete = 0;
+    let started = Instant::now();
+    for change in 1..=args.changes {
+        let issued = Instant::now();
+        clients::add_comment(&db, post).await?;
+        let timeout = Duration::from_secs(args.change_timeout_secs);
+        match wait_for_all(&mut arrivals, args.sockets, change as i64, timeout).await {
+            Some((first_at, last_at)) => {
+                first.record(first_at.saturating_duration_since(issued));
+                last.record(last_at.saturating_duration_since(issued));
+            }
+            None => incomplete += 1,
+        }
+        tokio::time::sleep(Duration::from_millis(args.pause_ms)).await;
+    }
+    let elapsed = started.elapsed();
+    let cpu_after = target.gateway_pid.and_then(ProcessReading::read);
+    let counters = GatewayCounters::read(&http, target)
+        .await?
+        .since(&counters_before);
+    stop.cancel();
+    let mut closed_early = 0;
+    for reader in readers {
+        if !reader.await.unwrap_or(false) {
+            closed_early += 1;
+        }
+    }
+
+    let mut report = Report::new("fanout");
+    report
+        .add("sockets", args.sockets)
+        .add("changes", args.changes)
+        .add("open_sockets_secs", round(open_secs))
+        .add("first_delivery", first.summary())
+        .add("last_delivery", last.summary())
+        .add("changes_not_delivered_to_all", incomplete)
+        .add("sockets_closed_early", closed_early)
+        .add(
+            "messages_per_sec_during_run",
+            round(counters.pushes / elapsed.as_secs_f64()),
+        )
+        .add(
+            "gateway",
+            gateway_figures(&cpu_before, &cpu_after, &counters),
+        );
+    Ok(report)
+}
+
+/// Waits until every socket holds `count`; returns the first and last arrival times.
+async fn wait_for_all(
+    arrivals: &mut mpsc::UnboundedReceiver<clients::Arrival>,
+    sockets: usize,
+    count: i64,
+    timeout: Duration,
+) -> Option<(Instant, Instant)> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut seen = vec![false; sockets];
+    let mut remaining = sockets;
+    let mut first: Option<Instant> = None;
+    let mut last: Option<Instant> = None;
+    while remaining > 0 {
+        let arrival = tokio::time::timeout_at(deadline, arrivals.recv())
+            .await
+            .ok()??;
+        if arrival.count != count {
+            continue;
+        }
+        let slot = seen.get_mut(arrival.socket as usize)?;
+        if !*slot {
+            *slot = true;
+            remaining -= 1;
+            first = Some(first.map_or(arrival.at, |f| f.min(arrival.at)));
+            last = Some(last.map_or(arrival.at, |l| l.max(arrival.at)));
+        }
+    }
+    first.zip(last)
+}
+
+pub(crate) fn gateway_figures(
+    before: &Option<ProcessReading>,
+    after: &Option<ProcessReading>,
+    counters: &GatewayCounters,
+) -> serde_json::Value {
+    let process = match (before, after) {
+        (Some(before), Some(after)) => json!({
+            "rss_mib": round(after.rss_bytes as f64 / 1_048_576.0),
+            "cores": round(after.cores_since(before)),
+        }),
+        _ => json!("n/a (pass --gateway-pid)"),
+    };
+    json!({
+        "process": process,
+        "notifications": counters.notifications,
+        "recompute_statements": counters.recompute_statements,
+        "pushes": counters.pushes,
+        "coalesced_updates": counters.coalesced,
+    })
+}

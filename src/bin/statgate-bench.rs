@@ -1,0 +1,15 @@
+//! `statgate-bench`: load generator for a running statgate (see `statgate::bench`).
+
+use clap::Parser;
+use statgate::bench::{self, BenchCli};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = BenchCli::parse();
+    let json_path = cli.target.json.clone();
+    let report = bench::run(cli).await?;
+    report.print_table();
+    let written = report.write_json(json_path.as_deref())?;
+    println!("  json  {}", written.display());
+    Ok(())
+}
