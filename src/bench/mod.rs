@@ -13,6 +13,7 @@ pub mod fanout;
 pub mod idle;
 pub mod report;
 pub mod spread;
+pub mod storm;
 pub mod subscribe;
 
 use std::net::IpAddr;
@@ -98,6 +99,8 @@ pub enum Mode {
     Idle(idle::IdleArgs),
     /// POST /realtime/subscribe at a given concurrency; requests/s and latency.
     Subscribe(subscribe::SubscribeArgs),
+    /// N clients drop and resubscribe at once; time until all hold current values.
+    ReconnectStorm(storm::StormArgs),
 }
 
 impl Mode {
@@ -107,6 +110,7 @@ impl Mode {
             Mode::Spread(_) => "spread",
             Mode::Idle(_) => "idle",
             Mode::Subscribe(_) => "subscribe",
+            Mode::ReconnectStorm(_) => "reconnect-storm",
         }
     }
 }
@@ -120,6 +124,7 @@ pub async fn run(cli: BenchCli) -> Result<Report, BenchError> {
         Mode::Spread(args) => spread::run(&target, args).await,
         Mode::Idle(args) => idle::run(&target, args).await,
         Mode::Subscribe(args) => subscribe::run(&target, args).await,
+        Mode::ReconnectStorm(args) => storm::run(&target, args).await,
     }
 }
 

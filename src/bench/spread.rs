@@ -138,6 +138,7 @@ pub async fn run(target: &Target, args: SpreadArgs) -> Result<Report, BenchError
         }
     }
     let snapshots_missing = args.sockets - state.holding;
+    let messages_before = state.messages;
 
     let counters_before = GatewayCounters::read(&http, target).await?;
     let pg_before = clients::recompute_calls(&db).await;
@@ -261,10 +262,10 @@ pub async fn run(target: &Target, args: SpreadArgs) -> Result<Report, BenchError
             round(written as f64 / write_elapsed.as_secs_f64()),
         )
         .add("write_to_client", state.latencies.summary())
-        .add("messages_received", state.messages)
+        .add("messages_received", state.messages - messages_before)
         .add(
             "messages_per_sec_delivered",
-            round(state.messages as f64 / write_elapsed.as_secs_f64()),
+            round((state.messages - messages_before) as f64 / write_elapsed.as_secs_f64()),
         )
         .add("lost_final_values", lost)
         .add("version_regressions", state.regressions)
