@@ -121,13 +121,13 @@ pub async fn open_socket(
     target: &Target,
     source: IpAddr,
     token: &str,
+    jwt: &str,
 ) -> Result<Socket, BenchError> {
     let address = gateway_address(target)?;
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(source, 0))?;
     let stream = socket.connect(address).await?;
     stream.set_nodelay(true)?;
-    let jwt = mint_jwt(target, BENCH_USER)?;
     let ws_url = format!(
         "{}/realtime/ws?token={token}&authToken={jwt}",
         target.url.replacen("http", "ws", 1)
@@ -168,9 +168,11 @@ fn gateway_address(target: &Target) -> Result<SocketAddr, BenchError> {
 
 /// Opens `tokens.len()` sockets (socket i uses token i), rotating source addresses.
 pub async fn open_sockets(target: &Target, tokens: &[&str]) -> Result<Vec<Socket>, BenchError> {
+    let jwt = mint_jwt(target, BENCH_USER)?;
+    let jwt = jwt.as_str();
     let opens = tokens.iter().enumerate().map(|(i, token)| {
         let source = target.sources[i % target.sources.len()];
-        open_socket(target, source, token)
+        open_socket(target, source, token, jwt)
     });
     futures_util::stream::iter(opens)
         .buffered(target.connect_concurrency.max(1))

@@ -71,6 +71,8 @@ pub async fn run(target: &Target, args: StormArgs) -> Result<Report, BenchError>
     let counters_before = GatewayCounters::read(&http, target).await?;
     let pg_before = clients::recompute_calls(&db).await;
     let cpu_before = target.gateway_pid.and_then(ProcessReading::read);
+    let jwt = clients::mint_jwt(target, clients::BENCH_USER)?;
+    let jwt = jwt.as_str();
     let started = Instant::now();
     let (tx, mut arrivals) = mpsc::unbounded_channel();
     let stop = CancellationToken::new();
@@ -82,7 +84,7 @@ pub async fn run(target: &Target, args: StormArgs) -> Result<Report, BenchError>
         let post = posts[*post];
         async move {
             let token = clients::subscribe_posts(target, &http, &[post]).await?;
-            let socket = clients::open_socket(target, source, &token[0]).await?;
+            let socket = clients::open_socket(target, source, &token[0], jwt).await?;
             Ok::<_, BenchError>(clients::spawn_reader(i as u32, socket, tx, stop))
         }
     });
