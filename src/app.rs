@@ -152,6 +152,7 @@ impl Application {
             metrics: metrics.clone(),
             batch_size: config.recompute_batch,
             concurrency: config.recompute_concurrency,
+            window: config.recompute_window,
         };
         let tasks = vec![
             feed,

@@ -238,6 +238,15 @@ pub struct Settings {
         global = true
     )]
     pub recompute_concurrency: usize,
+    /// Milliseconds to gather changes before a recompute round (0: start at once). Trades
+    /// latency for fewer, larger statements under sustained write load.
+    #[arg(
+        long,
+        env = "STATGATE_RECOMPUTE_WINDOW_MS",
+        default_value_t = 0,
+        global = true
+    )]
+    pub recompute_window_ms: u64,
     /// Seconds to wait for sockets to drain on shutdown.
     #[arg(
         long,
@@ -343,6 +352,7 @@ pub struct Config {
     pub statement_timeout: Duration,
     pub recompute_batch: usize,
     pub recompute_concurrency: usize,
+    pub recompute_window: Duration,
     pub shutdown_grace: Duration,
     pub change_feed: ChangeFeed,
     pub feed_poll: Duration,
@@ -412,6 +422,7 @@ impl Settings {
             statement_timeout: Duration::from_millis(self.statement_timeout_ms),
             recompute_batch: self.recompute_batch,
             recompute_concurrency: self.recompute_concurrency,
+            recompute_window: Duration::from_millis(self.recompute_window_ms),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             change_feed: self.change_feed,
             feed_poll: Duration::from_millis(self.feed_poll_ms),
@@ -474,6 +485,7 @@ impl Config {
             statement_timeout: Duration::from_secs(5),
             recompute_batch: 256,
             recompute_concurrency: 4,
+            recompute_window: Duration::ZERO,
             shutdown_grace: Duration::from_secs(5),
             change_feed: ChangeFeed::Notify,
             feed_poll: Duration::from_millis(10),

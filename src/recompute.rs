@@ -120,6 +120,8 @@ pub struct Recompute {
     pub metrics: Arc<Metrics>,
     pub batch_size: usize,
     pub concurrency: usize,
+    /// Time to let changes gather after the first one before a round starts.
+    pub window: Duration,
 }
 
 impl Recompute {
@@ -131,6 +133,12 @@ impl Recompute {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = self.scheduler.wait() => {}
+            }
+            if !self.window.is_zero() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(self.window) => {}
+                }
             }
             loop {
                 let ids = self.scheduler.take_due();
