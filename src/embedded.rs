@@ -87,6 +87,13 @@ pub enum EmbeddedError {
     InvalidDatabaseName(String),
     #[error("the embedded PostgreSQL server is not running")]
     NotRunning,
+    #[error(
+        "data directory {} is in use by another running statgate (lock {}): stop it, or choose \
+         another STATGATE_DATA_DIR",
+        .dir.display(),
+        .lock.display()
+    )]
+    InUse { dir: PathBuf, lock: PathBuf },
 }
 
 fn as_user(user: &Option<String>) -> String {
@@ -153,6 +160,9 @@ pub struct EmbeddedPostgres {
     fast_unsafe: bool,
     pg_stat_statements: bool,
     running: bool,
+    /// Held for this value's life: a second statgate on the same data directory would
+    /// otherwise take a running server for a crashed run's leftover and stop it.
+    _owner: fs::File,
 }
 
 impl EmbeddedPostgres {
@@ -183,6 +193,7 @@ impl EmbeddedPostgres {
             None => Self::find_bin_dir()?,
         };
         let user = server_user()?;
+        let owner = lock_data_dir(&opts.data_dir)?;
         let data_dir = prepare_data_dir(&opts.data_dir, user.as_ref()).await?;
         let port = match opts.port {
             Some(port) => port,
@@ -197,6 +208,7 @@ impl EmbeddedPostgres {
             user,
             fast_unsafe: opts.fast_unsafe,
             running: false,
+            _owner: owner,
         };
         if !pg.data_dir.join("PG_VERSION").exists() {
             pg.initdb().await?;
@@ -506,6 +518,36 @@ impl Drop for EmbeddedPostgres {
     fn drop(&mut self) {
         if self.running {
             self.stop_immediately();
+        }
+    }
+}
+
+/// Takes the data directory's owner lock: `<data_dir>.lock` beside it, locked exclusively
+/// (the kernel releases it when the process ends, however it ends, so a crash leaves no stale
+/// lock).
+fn lock_data_dir(data_dir: &Path) -> Result<fs::File, EmbeddedError> {
+    let name = data_dir
+        .file_name()
+        .map(|n| format!("{}.lock", n.to_string_lossy()))
+        .unwrap_or_else(|| "pgdata.lock".into());
+    let lock = data_dir.with_file_name(name);
+    if let Some(parent) = lock.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(io_error(format!("creating {}", parent.display())))?;
+    }
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock)
+        .map_err(io_error(format!("opening {}", lock.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(EmbeddedError::InUse {
+            dir: data_dir.to_owned(),
+            lock,
+        }),
+        Err(fs::TryLockError::Error(err)) => {
+            Err(io_error(format!("locking {}", lock.display()))(err))
         }
     }
 }
@@ -946,11 +988,13 @@ mod tests {
     #[tokio::test]
     async fn a_server_left_running_by_a_crashed_run_is_replaced() {
         let dir = scratch_dir();
-        let crashed = start(dir.path()).await;
+        let mut crashed = start(dir.path()).await;
         let data_dir = crashed.data_dir().to_path_buf();
         let old_pid = postmaster_pid(&data_dir);
-        // What a kill -9 of statgate leaves: a running server that nobody will stop.
-        std::mem::forget(crashed);
+        // What a kill -9 of statgate leaves: a running server that nobody will stop (and, the
+        // process being gone, no owner lock).
+        crashed.running = false;
+        drop(crashed);
 
         let mut pg = start(dir.path()).await;
         assert_ne!(postmaster_pid(&data_dir), old_pid);
@@ -961,6 +1005,24 @@ mod tests {
             server_processes(&data_dir).is_empty(),
             "no postgres left running"
         );
+    }
+
+    #[tokio::test]
+    async fn a_second_statgate_on_a_data_directory_in_use_is_refused_and_harms_nothing() {
+        let dir = scratch_dir();
+        let first = start(dir.path()).await;
+        let pid = postmaster_pid(first.data_dir());
+        match EmbeddedPostgres::start(options(dir.path())).await {
+            Err(EmbeddedError::InUse { .. }) => {}
+            Err(other) => panic!("expected InUse, got {other}"),
+            Ok(_) => panic!("a second owner of one data directory was allowed"),
+        }
+        assert_eq!(
+            postmaster_pid(first.data_dir()),
+            pid,
+            "the first server still runs"
+        );
+        assert_eq!(query(&first, "postgres", "select 1").await, "1");
     }
 
     #[tokio::test]
