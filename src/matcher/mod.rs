@@ -149,16 +149,12 @@ impl WatchEntry {
             })
     }
 
-    /// The equality constraint used to index this entry: the one with the fewest keys.
-    fn index_column(&self) -> Option<&ColumnConstraint> {
-        self.constraints
-            .iter()
-            .filter_map(|c| match &c.constraint {
-                Constraint::AnyOf(keys) => Some((keys.len(), c)),
-                Constraint::Range { .. } => None,
-            })
-            .min_by_key(|(len, _)| *len)
-            .map(|(_, c)| c)
+    /// The equality constraints, which can index this entry.
+    fn equality_columns(&self) -> impl Iterator<Item = (&ColumnConstraint, &[Key])> {
+        self.constraints.iter().filter_map(|c| match &c.constraint {
+            Constraint::AnyOf(keys) => Some((c, keys.as_slice())),
+            Constraint::Range { .. } => None,
+        })
     }
 }
 
@@ -179,11 +175,32 @@ impl TableIndex {
     fn is_empty(&self) -> bool {
         self.unindexed.is_empty() && self.by_column.is_empty()
     }
+
+    /// The equality column whose lists for this entry's keys are shortest right now, so a
+    /// change re-checks few candidates. Column order does not matter: `dailyCount` is indexed
+    /// on `user_id` rather than on `type`, whose handful of values every user shares. (The
+    /// first entries of a table may land on a popular column while its lists are still short;
+    /// they are few by construction.)
+    fn most_selective<'e>(
+        &self,
+        entry: &'e WatchEntry,
+    ) -> Option<(&'e ColumnConstraint, &'e [Key])> {
+        entry.equality_columns().min_by_key(|(column, keys)| {
+            let lists = self.by_value.get(&(column.column.clone(), column.kind));
+            let candidates: usize = keys
+                .iter()
+                .map(|key| lists.and_then(|l| l.get(key)).map_or(0, HashSet::len))
+                .sum();
+            (candidates, keys.len())
+        })
+    }
 }
 
 struct Indexed {
     signature: u64,
     entry: WatchEntry,
+    /// The equality column it is indexed on; `None`: unindexed.
+    slot: Option<(String, KeyKind)>,
 }
 
 #[derive(Default)]
@@ -254,23 +271,30 @@ impl Index {
         let id = self.next_entry;
         self.next_entry += 1;
         let table = self.tables.entry(entry.table.clone()).or_default();
-        match entry.index_column() {
-            Some(column) => {
+        let slot = match table.most_selective(&entry) {
+            Some((column, keys)) => {
                 let slot = (column.column.clone(), column.kind);
-                if let Constraint::AnyOf(keys) = &column.constraint {
-                    let values = table.by_value.entry(slot.clone()).or_default();
-                    for key in keys {
-                        values.entry(key.clone()).or_default().insert(id);
-                    }
+                let values = table.by_value.entry(slot.clone()).or_default();
+                for key in keys {
+                    values.entry(key.clone()).or_default().insert(id);
                 }
-                table.by_column.entry(slot).or_default().insert(id);
+                table.by_column.entry(slot.clone()).or_default().insert(id);
+                Some(slot)
             }
             None => {
                 table.unindexed.insert(id);
+                None
             }
-        }
+        };
         self.by_signature.entry(signature).or_default().push(id);
-        self.entries.insert(id, Indexed { signature, entry });
+        self.entries.insert(
+            id,
+            Indexed {
+                signature,
+                entry,
+                slot,
+            },
+        );
     }
 
     fn remove(&mut self, signature: u64) {
@@ -285,12 +309,14 @@ impl Index {
             let Some(table) = self.tables.get_mut(&entry.table) else {
                 continue;
             };
-            match entry.index_column() {
-                Some(column) => {
-                    let slot = (column.column.clone(), column.kind);
-                    if let (Constraint::AnyOf(keys), Some(values)) =
-                        (&column.constraint, table.by_value.get_mut(&slot))
-                    {
+            match indexed.slot {
+                Some(slot) => {
+                    let keys = entry
+                        .equality_columns()
+                        .find(|(c, _)| c.column == slot.0 && c.kind == slot.1)
+                        .map(|(_, keys)| keys)
+                        .unwrap_or_default();
+                    if let Some(values) = table.by_value.get_mut(&slot) {
                         for key in keys {
                             if let Some(ids) = values.get_mut(key) {
                                 ids.remove(&id);
