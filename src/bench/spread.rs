@@ -87,10 +87,13 @@ impl Picker {
     }
 }
 
+/// A writer's timestamps: when it sent a write (`committed: false`) and when the commit was
+/// acknowledged (`committed: true`). Commit→client lies between the two latencies they give.
 struct Issued {
     post: usize,
     count: i64,
     at: Instant,
+    committed: bool,
 }
 
 pub async fn run(target: &Target, args: SpreadArgs) -> Result<Report, BenchError> {
@@ -175,9 +178,18 @@ pub async fn run(target: &Target, args: SpreadArgs) -> Result<Report, BenchError
                     post,
                     count: *count,
                     at: Instant::now(),
+                    committed: false,
                 });
                 match clients::add_comment(&db, posts[post]).await {
-                    Ok(()) => written += 1,
+                    Ok(()) => {
+                        written += 1;
+                        let _ = issued_tx.send(Issued {
+                            post,
+                            count: *count,
+                            at: Instant::now(),
+                            committed: true,
+                        });
+                    }
                     Err(_) => {
                         failed += 1;
                         *count -= 1;
@@ -197,7 +209,7 @@ pub async fn run(target: &Target, args: SpreadArgs) -> Result<Report, BenchError
         tokio::select! {
             biased;
             Some(event) = issued.recv() => {
-                state.issued.insert((event.post, event.count), event.at);
+                state.on_issued(event);
             }
             Some(arrival) = arrivals.recv() => {
                 last_arrival = arrival.at;
@@ -262,6 +274,8 @@ pub async fn run(target: &Target, args: SpreadArgs) -> Result<Report, BenchError
             round(written as f64 / write_elapsed.as_secs_f64()),
         )
         .add("write_to_client", state.latencies.summary())
+        .add("commit_ack_to_client", state.after_ack.summary())
+        .add("arrived_before_commit_ack", state.before_ack)
         .add("messages_received", state.messages - messages_before)
         .add(
             "messages_per_sec_delivered",
@@ -292,12 +306,17 @@ pub async fn run(target: &Target, args: SpreadArgs) -> Result<Report, BenchError
 struct Aggregate<'a> {
     socket_post: &'a [usize],
     issued: HashMap<(usize, i64), Instant>,
+    acked: HashMap<(usize, i64), Instant>,
+    /// Arrivals awaiting their commit acknowledgement: (post, count) → arrival time.
+    early: HashMap<(usize, i64), Vec<Instant>>,
     last_count: Vec<i64>,
     last_version: Vec<u64>,
     holding: usize,
     messages: u64,
     regressions: u64,
     latencies: Latencies,
+    after_ack: Latencies,
+    before_ack: u64,
 }
 
 impl<'a> Aggregate<'a> {
@@ -305,12 +324,30 @@ impl<'a> Aggregate<'a> {
         Aggregate {
             socket_post,
             issued: HashMap::new(),
+            acked: HashMap::new(),
+            early: HashMap::new(),
             last_count: vec![-1; socket_post.len()],
             last_version: vec![0; socket_post.len()],
             holding: 0,
             messages: 0,
             regressions: 0,
             latencies: Latencies::new(),
+            after_ack: Latencies::new(),
+            before_ack: 0,
+        }
+    }
+
+    fn on_issued(&mut self, event: Issued) {
+        let key = (event.post, event.count);
+        if !event.committed {
+            self.issued.insert(key, event.at);
+            return;
+        }
+        self.acked.insert(key, event.at);
+        // Values that reached a client before the writer heard "COMMIT" count as 0 ms.
+        for _ in self.early.remove(&key).unwrap_or_default() {
+            self.before_ack += 1;
+            self.after_ack.record(std::time::Duration::ZERO);
         }
     }
 
@@ -328,9 +365,16 @@ impl<'a> Aggregate<'a> {
         }
         self.last_version[socket] = arrival.version;
         self.last_count[socket] = arrival.count;
-        if let Some(issued) = self.issued.get(&(post, arrival.count)) {
+        let key = (post, arrival.count);
+        if let Some(issued) = self.issued.get(&key) {
             self.latencies
                 .record(arrival.at.saturating_duration_since(*issued));
+            match self.acked.get(&key) {
+                Some(acked) => self
+                    .after_ack
+                    .record(arrival.at.saturating_duration_since(*acked)),
+                None => self.early.entry(key).or_default().push(arrival.at),
+            }
         }
     }
 }
