@@ -131,6 +131,11 @@ impl Application {
                     events: events_tx,
                     status: status.clone(),
                     metrics: metrics.clone(),
+                    canary: (!config.feed_canary.is_zero()).then(|| listener::Canary {
+                        pool: pool.clone(),
+                        every: config.feed_canary,
+                        gateway_id: format!("{:016x}", rand::random::<u64>()),
+                    }),
                 }
                 .run(shutdown.clone()),
             ),

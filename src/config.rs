@@ -247,6 +247,15 @@ pub struct Settings {
         global = true
     )]
     pub recompute_window_ms: u64,
+    /// Seconds between change-feed probes; a probe not back by the next one condemns the LISTEN
+    /// connection (0 turns probing off).
+    #[arg(
+        long,
+        env = "STATGATE_FEED_CANARY_SECS",
+        default_value_t = 5,
+        global = true
+    )]
+    pub feed_canary_secs: u64,
     /// Seconds to wait for sockets to drain on shutdown.
     #[arg(
         long,
@@ -353,6 +362,8 @@ pub struct Config {
     pub recompute_batch: usize,
     pub recompute_concurrency: usize,
     pub recompute_window: Duration,
+    /// Interval of change-feed probes; zero: off.
+    pub feed_canary: Duration,
     pub shutdown_grace: Duration,
     pub change_feed: ChangeFeed,
     pub feed_poll: Duration,
@@ -423,6 +434,7 @@ impl Settings {
             recompute_batch: self.recompute_batch,
             recompute_concurrency: self.recompute_concurrency,
             recompute_window: Duration::from_millis(self.recompute_window_ms),
+            feed_canary: Duration::from_secs(self.feed_canary_secs),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             change_feed: self.change_feed,
             feed_poll: Duration::from_millis(self.feed_poll_ms),
@@ -486,6 +498,7 @@ impl Config {
             recompute_batch: 256,
             recompute_concurrency: 4,
             recompute_window: Duration::ZERO,
+            feed_canary: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(5),
             change_feed: ChangeFeed::Notify,
             feed_poll: Duration::from_millis(10),

@@ -116,6 +116,35 @@ pub struct Listener {
     pub events: mpsc::Sender<FeedEvent>,
     pub status: Arc<ListenerStatus>,
     pub metrics: Arc<Metrics>,
+    pub canary: Option<Canary>,
+}
+
+/// A probe sent through the database on an interval to prove the feed still delivers. A LISTEN
+/// connection can look alive (TCP up, no error) while nothing arrives: a stalled backend, a
+/// proxy that dropped its state. If a probe is not back by the next interval, the connection is
+/// treated as dead: it is replaced (which resyncs every signature) and `/readyz` says 503 until
+/// then. Probes travel through the pool, so a probe that cannot be *sent* (pool trouble) does
+/// not condemn the listener.
+pub struct Canary {
+    pub pool: sqlx::PgPool,
+    pub every: Duration,
+    /// Distinguishes this gateway's probes from other gateways' on the same database.
+    pub gateway_id: String,
+}
+
+#[derive(Deserialize)]
+struct Probe {
+    canary: String,
+}
+
+/// This gateway's probe tag, if `payload` is a probe (anyone's); `None` for a change.
+fn probe_of(payload: &str) -> Option<String> {
+    if !payload.starts_with(r#"{"canary""#) {
+        return None;
+    }
+    serde_json::from_str::<Probe>(payload)
+        .ok()
+        .map(|probe| probe.canary)
 }
 
 impl Listener {
@@ -169,12 +198,31 @@ impl Listener {
         }
     }
 
-    /// Forwards notifications until the connection drops or shutdown.
+    /// Forwards notifications until the connection drops, the canary finds it silent, or
+    /// shutdown.
     async fn forward(&self, listener: &mut PgListener, shutdown: &CancellationToken) {
+        let every = self
+            .canary
+            .as_ref()
+            .map_or(Duration::from_secs(3600), |c| c.every);
+        let mut probe_tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        probe_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sequence = 0u64;
+        let mut outstanding: Option<String> = None;
         loop {
             let received = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 received = listener.try_recv() => received,
+                _ = probe_tick.tick(), if self.canary.is_some() => {
+                    if let Some(tag) = &outstanding {
+                        self.metrics.canary_failures.inc();
+                        tracing::warn!(probe = %tag, waited_ms = every.as_millis() as u64, "change feed silent: a probe did not come back; replacing the listener");
+                        return;
+                    }
+                    sequence += 1;
+                    outstanding = self.send_probe(sequence).await;
+                    continue;
+                }
             };
             let notification = match received {
                 Ok(Some(notification)) => notification,
@@ -187,6 +235,12 @@ impl Listener {
                     return;
                 }
             };
+            if let Some(tag) = probe_of(notification.payload()) {
+                if outstanding.as_deref() == Some(tag.as_str()) {
+                    outstanding = None;
+                }
+                continue;
+            }
             self.metrics.notifications.inc();
             let event = match parse_payload(notification.payload()) {
                 Ok(change) => FeedEvent::Change(change),
@@ -198,6 +252,29 @@ impl Listener {
             };
             if self.events.send(event).await.is_err() {
                 return;
+            }
+        }
+    }
+
+    /// Sends probe `sequence` through the pool; returns its tag, or `None` if it could not be
+    /// sent (then there is nothing to wait for).
+    async fn send_probe(&self, sequence: u64) -> Option<String> {
+        let canary = self.canary.as_ref()?;
+        let tag = format!("{}:{sequence}", canary.gateway_id);
+        let payload = serde_json::json!({ "canary": tag }).to_string();
+        let send = sqlx::query("select pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(&payload)
+            .execute(&canary.pool);
+        match tokio::time::timeout(canary.every / 2, send).await {
+            Ok(Ok(_)) => Some(tag),
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "change-feed probe could not be sent");
+                None
+            }
+            Err(_) => {
+                tracing::warn!("change-feed probe could not be sent in time");
+                None
             }
         }
     }

@@ -54,6 +54,7 @@ pub struct Metrics {
     pub push_lag: Histogram,
     pub listener_connected: Gauge,
     pub listener_reconnects: Counter,
+    pub canary_failures: Counter,
     pub resyncs: Counter,
     pub coalesced_updates: Counter,
     pub slow_consumer_closes: Counter,
@@ -84,6 +85,7 @@ impl Metrics {
             push_lag: latency_histogram(),
             listener_connected: Gauge::default(),
             listener_reconnects: Counter::default(),
+            canary_failures: Counter::default(),
             resyncs: Counter::default(),
             coalesced_updates: Counter::default(),
             slow_consumer_closes: Counter::default(),
@@ -159,6 +161,11 @@ impl Metrics {
             "listener_reconnects",
             "LISTEN connections re-established",
             metrics.listener_reconnects.clone(),
+        );
+        registry.register(
+            "canary_failures",
+            "Change-feed probes that did not come back in time (the listener is then replaced)",
+            metrics.canary_failures.clone(),
         );
         registry.register(
             "resyncs",

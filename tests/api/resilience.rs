@@ -372,3 +372,45 @@ async fn sigterm_closes_sockets_with_1001_and_the_binary_exits_0() {
         .expect("waited");
     assert!(exit.success(), "exit status {exit}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_that_silently_stops_delivering_is_found_by_the_canary_and_replaced() {
+    let app = TestApp::spawn_with(|config| config.feed_canary = Duration::from_millis(300)).await;
+    let posts = posts(&app, 2).await;
+    let mut watchers = Watchers::open(&app, &posts).await;
+    let backends = listener_backends(&app.db).await;
+    assert_eq!(backends.len(), 1);
+    let stalled = backends[0].to_string();
+
+    // The backend stops (as a hung process or a dead NAT entry would): its TCP connection
+    // stays up and nothing errors, but no notification reaches the gateway any more.
+    let signal = |sig: &str| {
+        std::process::Command::new("kill")
+            .args([sig, &stalled])
+            .status()
+            .expect("kill runs")
+    };
+    assert!(signal("-STOP").success());
+    for post in &posts {
+        app.add_comment(*post).await;
+    }
+    let result = async {
+        watchers.converge(&app).await;
+        let failures = app.state.metrics.canary_failures.get();
+        let fresh = listener_backends(&app.db).await;
+        (failures, fresh)
+    }
+    .await;
+    signal("-CONT");
+    let _ = sqlx::query("select pg_terminate_backend($1)")
+        .bind(backends[0])
+        .execute(&app.db)
+        .await;
+
+    let (failures, fresh) = result;
+    assert!(failures >= 1, "the canary noticed the silent feed");
+    assert!(
+        fresh.iter().any(|pid| *pid != backends[0]),
+        "a new listener connection replaced the stalled one"
+    );
+}
