@@ -59,6 +59,7 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     pub sockets: TaskTracker,
     pub next_socket: Arc<AtomicU64>,
+    pub subscribe_limits: Arc<crate::limits::SubscribeLimits>,
     pub address: SocketAddr,
 }
 
@@ -170,6 +171,10 @@ impl Application {
             )),
             tokio::spawn(recompute.run(shutdown.clone())),
         ];
+        let subscribe_limits = Arc::new(crate::limits::SubscribeLimits::new(
+            config.limits.subscribe_per_sec_per_user,
+            config.limits.subscribe_per_sec_per_ip,
+        ));
         let state = AppState {
             auth: Arc::new(Authenticator::new(&config)),
             config: Arc::new(config),
@@ -181,6 +186,7 @@ impl Application {
             shutdown,
             sockets: TaskTracker::new(),
             next_socket: Arc::new(AtomicU64::new(1)),
+            subscribe_limits,
             address,
         };
         Ok((state, tcp, tasks))

@@ -256,6 +256,22 @@ pub struct Settings {
         global = true
     )]
     pub feed_canary_secs: u64,
+    /// `POST /realtime/subscribe` requests per second per user (bursts to twice; 0: no limit).
+    #[arg(
+        long,
+        env = "STATGATE_SUBSCRIBE_PER_SEC_PER_USER",
+        default_value_t = 100,
+        global = true
+    )]
+    pub subscribe_per_sec_per_user: u32,
+    /// `POST /realtime/subscribe` requests per second per client address (bursts to twice; 0: no limit).
+    #[arg(
+        long,
+        env = "STATGATE_SUBSCRIBE_PER_SEC_PER_IP",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub subscribe_per_sec_per_ip: u32,
     /// Seconds to wait for sockets to drain on shutdown.
     #[arg(
         long,
@@ -376,6 +392,8 @@ pub struct Limits {
     pub max_frame_bytes: usize,
     pub max_subscriptions_per_socket: usize,
     pub max_messages_per_sec: u32,
+    pub subscribe_per_sec_per_user: u32,
+    pub subscribe_per_sec_per_ip: u32,
     pub slow_consumer: Duration,
 }
 
@@ -427,6 +445,8 @@ impl Settings {
                 max_frame_bytes: self.max_frame_bytes,
                 max_subscriptions_per_socket: self.max_subscriptions_per_socket,
                 max_messages_per_sec: self.max_messages_per_sec,
+                subscribe_per_sec_per_user: self.subscribe_per_sec_per_user,
+                subscribe_per_sec_per_ip: self.subscribe_per_sec_per_ip,
                 slow_consumer: Duration::from_secs(self.slow_consumer_secs),
             },
             pool_size: self.pool_size,
@@ -491,6 +511,8 @@ impl Config {
                 max_frame_bytes: 16 * 1024,
                 max_subscriptions_per_socket: 1000,
                 max_messages_per_sec: 1000,
+                subscribe_per_sec_per_user: 0,
+                subscribe_per_sec_per_ip: 0,
                 slow_consumer: Duration::from_secs(10),
             },
             pool_size: 8,

@@ -15,6 +15,7 @@ pub mod demo;
 pub mod embedded;
 pub mod http;
 pub mod hub;
+pub mod limits;
 pub mod listener;
 pub mod matcher;
 pub mod recompute;

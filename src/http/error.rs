@@ -34,10 +34,29 @@ pub enum ApiError {
     /// A route that exists, naming a resource that does not (e.g. an unknown demo post).
     #[error("{0}")]
     Missing(String),
+    #[error("too many subscribe requests for this {scope}: retry after {} s", retry_after_secs(.retry_after))]
+    RateLimited {
+        scope: &'static str,
+        retry_after: std::time::Duration,
+    },
     #[error("not ready: {0}")]
     NotReady(String),
     #[error("internal error")]
     Internal(String),
+}
+
+/// Whole seconds for `Retry-After`, rounded up and at least 1.
+fn retry_after_secs(wait: &std::time::Duration) -> u64 {
+    wait.as_secs_f64().ceil().max(1.0) as u64
+}
+
+impl From<crate::limits::Refused> for ApiError {
+    fn from(refused: crate::limits::Refused) -> Self {
+        ApiError::RateLimited {
+            scope: refused.scope,
+            retry_after: refused.retry_after,
+        }
+    }
 }
 
 impl From<Forbidden> for ApiError {
@@ -60,6 +79,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -77,6 +97,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::NotFound(_) | ApiError::Missing(_) => "not_found",
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::NotReady(_) => "not_ready",
             ApiError::Internal(_) => "internal",
         }
@@ -97,6 +118,12 @@ impl IntoResponse for ApiError {
         }
         let body = json!({ "error": { "code": self.code(), "message": self.to_string(), "details": self.details() } });
         let mut response = (self.status(), axum::Json(body)).into_response();
+        if let ApiError::RateLimited { retry_after, .. } = &self {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_secs(retry_after)),
+            );
+        }
         if matches!(self, ApiError::Unauthorized(ref err) if *err != AuthError::UserMismatch) {
             response
                 .headers_mut()

@@ -2,11 +2,14 @@
 //!
 //! Checks run in this order, each with its own status: content type (415), body size (413),
 //! JSON shape (400 `invalid_json`), JWT (401), query name (404), args (400 `invalid_args`),
-//! `auth` rules (403). Nothing here touches the database.
+//! `auth` rules (403). Nothing here touches the database. Rate limits (429 with `Retry-After`)
+//! apply per client address before anything else and per user once the JWT is verified.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -53,10 +56,15 @@ pub struct WebSocketParams {
 
 pub async fn subscribe(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<SubscribeReply>, ApiError> {
-    let outcome = handle(&state, &headers, body);
+    let outcome = state
+        .subscribe_limits
+        .check_ip(peer.ip())
+        .map_err(ApiError::from)
+        .and_then(|()| handle(&state, &headers, body));
     let label = OutcomeLabel {
         outcome: if outcome.is_ok() { "ok" } else { "rejected" },
     };
@@ -97,6 +105,7 @@ fn handle(
         })
         .ok_or(AuthError::MissingJwt)?;
     let claims = state.auth.verify_jwt(jwt)?;
+    state.subscribe_limits.check_user(&claims.sub)?;
     let query = state
         .registry
         .get(&request.query_name)

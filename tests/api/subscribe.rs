@@ -240,3 +240,48 @@ async fn health_queries_and_unknown_routes() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn subscribe_requests_over_the_rate_get_429_with_retry_after_per_user_and_per_address() {
+    let app = TestApp::spawn_with(|config| {
+        config.limits.subscribe_per_sec_per_user = 5;
+        config.limits.subscribe_per_sec_per_ip = 20;
+    })
+    .await;
+    let request = |user: &str| {
+        app.post_subscribe(json!({"queryName": "posts/stats/commentCount", "args": {"postId": 1}, "authToken": app.jwt(user)}))
+    };
+    // A user may burst to twice the rate, then is refused with a precise error and a wait.
+    for _ in 0..10 {
+        assert_eq!(request("u1").await.status(), 200);
+    }
+    let refused = request("u1").await;
+    assert_eq!(refused.status(), 429);
+    let retry_after: u64 = refused
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("a Retry-After in seconds");
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    let body: serde_json::Value = refused.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "rate_limited");
+    assert!(body["error"]["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("user")));
+
+    // Other users are not held back by u1, until the address's own budget (40) runs out.
+    let mut statuses = Vec::new();
+    for n in 0..40 {
+        statuses.push(request(&format!("other{n}")).await.status().as_u16());
+    }
+    assert!(statuses.contains(&200));
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    let body: serde_json::Value = request("fresh").await.json().await.expect("json");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("address")),
+        "{body}"
+    );
+}
