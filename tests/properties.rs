@@ -101,7 +101,8 @@ fn change() -> impl Strategy<Value = Change> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    // Issue 7 asks for at least 10,000 cases of the matcher property.
+    #![proptest_config(ProptestConfig::with_cases(10_000))]
 
     #[test]
     fn the_index_matches_exactly_what_the_rule_matches(
@@ -130,6 +131,11 @@ proptest! {
             prop_assert_eq!(matcher.matches(change), by_rule, "change {:?}", change);
         }
     }
+
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
 
     #[test]
     fn change_payloads_never_panic(text in ".{0,300}") {
