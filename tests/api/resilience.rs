@@ -414,3 +414,100 @@ async fn a_listener_that_silently_stops_delivering_is_found_by_the_canary_and_re
         "a new listener connection replaced the stalled one"
     );
 }
+
+/// A registry with a query that fails for some args (division by zero), next to the example's.
+fn registry_with_a_failing_query() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = |from: &std::path::Path, to: &std::path::Path| {
+        std::fs::create_dir_all(to).expect("mkdir");
+        for file in std::fs::read_dir(from).expect("read queries") {
+            let file = file.expect("entry").path();
+            if file.extension().is_some_and(|e| e == "toml") {
+                std::fs::copy(&file, to.join(file.file_name().expect("name"))).expect("copy");
+            }
+        }
+    };
+    let queries = crate::helpers::queries_dir();
+    copy(&queries.join("posts"), &dir.path().join("posts"));
+    std::fs::create_dir_all(dir.path().join("risky")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("risky/ratio.toml"),
+        r#"[perComment]
+description = "100 divided by a divisor, per post: fails for divisor 0."
+sql = "SELECT comment_count * 100 / :divisor AS v FROM post_stats WHERE post_id = :postId"
+args = { postId = "int8", divisor = "int8" }
+returns = "value"
+watch = [{ table = "post_stats", match = { post_id = ":postId" } }]
+"#,
+    )
+    .expect("write query");
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_whose_query_fails_does_not_hold_back_the_others() {
+    let registry = registry_with_a_failing_query();
+    let dir = registry.path().to_owned();
+    let app = TestApp::spawn_with(move |config| config.queries_dir = dir).await;
+    let post = app.new_post().await;
+    app.add_comment(post).await;
+    let (bad_token, bad_sig) = app
+        .subscribe(
+            "u1",
+            "risky/ratio/perComment",
+            json!({"postId": post, "divisor": 0}),
+        )
+        .await;
+    let (good_token, good_sig) = app
+        .subscribe(
+            "u1",
+            "risky/ratio/perComment",
+            json!({"postId": post, "divisor": 4}),
+        )
+        .await;
+    // Both on one socket, so they are due together and batched into one statement.
+    let mut ws = app.connect("u1", Some(&bad_token)).await;
+    send_text(
+        &mut ws,
+        &json!({"type": "subscribe", "token": good_token}).to_string(),
+    )
+    .await;
+
+    let good = wait_for(&mut ws, WAIT, |e| {
+        e["event"] == "query:update" && e["payload"]["signature"] == good_sig
+    })
+    .await;
+    assert_eq!(good["payload"]["data"], json!(25));
+
+    // Changes keep flowing to the healthy signature while the other keeps failing; the failing
+    // one's followers are told, with the database's reason.
+    let mut error = None;
+    for expected in [50, 75] {
+        app.add_comment(post).await;
+        let update = wait_for(&mut ws, WAIT, |e| {
+            if e["event"] == "error" && e["payload"]["signature"] == bad_sig {
+                error = Some(e.clone());
+            }
+            e["event"] == "query:update" && e["payload"]["signature"] == good_sig
+        })
+        .await;
+        assert_eq!(update["payload"]["data"], json!(expected));
+        assert_ne!(update["payload"]["signature"], json!(bad_sig));
+    }
+    let error = match error {
+        Some(error) => error,
+        None => {
+            wait_for(&mut ws, WAIT, |e| {
+                e["event"] == "error" && e["payload"]["signature"] == bad_sig
+            })
+            .await
+        }
+    };
+    assert_eq!(error["payload"]["code"], "recompute_failed");
+    assert!(
+        error["payload"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("division by zero")),
+        "{error}"
+    );
+}
