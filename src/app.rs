@@ -60,6 +60,7 @@ pub struct AppState {
     pub sockets: TaskTracker,
     pub next_socket: Arc<AtomicU64>,
     pub subscribe_limits: Arc<crate::limits::SubscribeLimits>,
+    pub socket_limits: Arc<crate::limits::SocketLimits>,
     pub address: SocketAddr,
 }
 
@@ -175,6 +176,10 @@ impl Application {
             config.limits.subscribe_per_sec_per_user,
             config.limits.subscribe_per_sec_per_ip,
         ));
+        let socket_limits = Arc::new(crate::limits::SocketLimits::new(
+            config.limits.max_sockets_per_user,
+            config.limits.max_sockets_per_ip,
+        ));
         let state = AppState {
             auth: Arc::new(Authenticator::new(&config)),
             config: Arc::new(config),
@@ -187,6 +192,7 @@ impl Application {
             sockets: TaskTracker::new(),
             next_socket: Arc::new(AtomicU64::new(1)),
             subscribe_limits,
+            socket_limits,
             address,
         };
         Ok((state, tcp, tasks))

@@ -272,6 +272,22 @@ pub struct Settings {
         global = true
     )]
     pub subscribe_per_sec_per_ip: u32,
+    /// Open WebSockets per user (0: no limit).
+    #[arg(
+        long,
+        env = "STATGATE_MAX_SOCKETS_PER_USER",
+        default_value_t = 100,
+        global = true
+    )]
+    pub max_sockets_per_user: usize,
+    /// Open WebSockets per client address (0: no limit).
+    #[arg(
+        long,
+        env = "STATGATE_MAX_SOCKETS_PER_IP",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub max_sockets_per_ip: usize,
     /// Seconds to wait for sockets to drain on shutdown.
     #[arg(
         long,
@@ -394,6 +410,8 @@ pub struct Limits {
     pub max_messages_per_sec: u32,
     pub subscribe_per_sec_per_user: u32,
     pub subscribe_per_sec_per_ip: u32,
+    pub max_sockets_per_user: usize,
+    pub max_sockets_per_ip: usize,
     pub slow_consumer: Duration,
 }
 
@@ -447,6 +465,8 @@ impl Settings {
                 max_messages_per_sec: self.max_messages_per_sec,
                 subscribe_per_sec_per_user: self.subscribe_per_sec_per_user,
                 subscribe_per_sec_per_ip: self.subscribe_per_sec_per_ip,
+                max_sockets_per_user: self.max_sockets_per_user,
+                max_sockets_per_ip: self.max_sockets_per_ip,
                 slow_consumer: Duration::from_secs(self.slow_consumer_secs),
             },
             pool_size: self.pool_size,
@@ -513,6 +533,8 @@ impl Config {
                 max_messages_per_sec: 1000,
                 subscribe_per_sec_per_user: 0,
                 subscribe_per_sec_per_ip: 0,
+                max_sockets_per_user: 0,
+                max_sockets_per_ip: 0,
                 slow_consumer: Duration::from_secs(10),
             },
             pool_size: 8,

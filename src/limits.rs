@@ -1,5 +1,6 @@
-//! Request-rate limits that protect the gateway and the database from one noisy client:
-//! `POST /realtime/subscribe` per user and per IP address (SPEC §8: 429 with `Retry-After`).
+//! Limits that protect the gateway and the database from one noisy client:
+//! `POST /realtime/subscribe` per user and per IP address (SPEC §8: 429 with `Retry-After`),
+//! and open WebSockets per user and per IP address (429 before the upgrade).
 //!
 //! Token buckets (the `governor` crate, GCRA) keyed by user id and by peer address: each key
 //! may burst to twice its per-second rate (a page subscribing to a few dozen counters at load
@@ -7,10 +8,14 @@
 //! flood of forged requests costs the gateway almost nothing. Behind a proxy every request
 //! shares the proxy's address: raise or disable the per-IP limit there.
 
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+
+use dashmap::DashMap;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -86,6 +91,72 @@ fn quota(per_second: u32) -> Option<Quota> {
     Some(Quota::per_second(rate).allow_burst(burst))
 }
 
+/// Open sockets per user and per address; 0 means no limit.
+#[derive(Default)]
+pub struct SocketLimits {
+    per_user: usize,
+    per_ip: usize,
+    users: DashMap<String, usize>,
+    ips: DashMap<IpAddr, usize>,
+}
+
+/// One open socket's place in the counts; dropping it (the connection ended, or the upgrade
+/// never completed) gives the place back.
+pub struct SocketSlot {
+    limits: Arc<SocketLimits>,
+    user: String,
+    ip: IpAddr,
+}
+
+impl SocketLimits {
+    pub fn new(per_user: usize, per_ip: usize) -> Self {
+        SocketLimits {
+            per_user,
+            per_ip,
+            ..Self::default()
+        }
+    }
+
+    /// Takes a place for a socket of `user` from `ip`, or names the limit that is full.
+    pub fn acquire(self: &Arc<Self>, user: &str, ip: IpAddr) -> Result<SocketSlot, &'static str> {
+        if !take(&self.ips, ip, self.per_ip) {
+            return Err("address");
+        }
+        if !take(&self.users, user.to_owned(), self.per_user) {
+            give_back(&self.ips, &ip);
+            return Err("user");
+        }
+        Ok(SocketSlot {
+            limits: self.clone(),
+            user: user.to_owned(),
+            ip,
+        })
+    }
+}
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        give_back(&self.limits.users, &self.user);
+        give_back(&self.limits.ips, &self.ip);
+    }
+}
+
+fn take<K: Eq + Hash>(counts: &DashMap<K, usize>, key: K, limit: usize) -> bool {
+    let mut count = counts.entry(key).or_insert(0);
+    if limit != 0 && *count >= limit {
+        return false;
+    }
+    *count += 1;
+    true
+}
+
+fn give_back<K: Eq + Hash>(counts: &DashMap<K, usize>, key: &K) {
+    counts.remove_if_mut(key, |_, count| {
+        *count = count.saturating_sub(1);
+        *count == 0
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,5 +175,22 @@ mod tests {
             limits.check_ip(IpAddr::from([127, 0, 0, 1])).is_ok(),
             "0 disables"
         );
+    }
+
+    #[test]
+    fn socket_places_are_counted_per_user_and_address_and_given_back() {
+        let limits = Arc::new(SocketLimits::new(2, 3));
+        let ip = IpAddr::from([10, 0, 0, 1]);
+        let a = limits.acquire("u1", ip).expect("first");
+        let _b = limits.acquire("u1", ip).expect("second");
+        assert_eq!(limits.acquire("u1", ip).err(), Some("user"));
+        let _c = limits.acquire("u2", ip).expect("another user");
+        assert_eq!(limits.acquire("u3", ip).err(), Some("address"));
+        drop(a);
+        assert!(
+            limits.acquire("u1", ip).is_ok(),
+            "a closed socket gives its place back"
+        );
+        assert!(limits.users.get("u3").is_none_or(|c| *c == 0));
     }
 }

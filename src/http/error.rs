@@ -39,6 +39,8 @@ pub enum ApiError {
         scope: &'static str,
         retry_after: std::time::Duration,
     },
+    #[error("too many open sockets for this {scope}: close one first")]
+    TooManySockets { scope: &'static str },
     #[error("not ready: {0}")]
     NotReady(String),
     #[error("internal error")]
@@ -79,7 +81,9 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. } | ApiError::TooManySockets { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -98,6 +102,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::NotFound(_) | ApiError::Missing(_) => "not_found",
             ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::TooManySockets { .. } => "too_many_sockets",
             ApiError::NotReady(_) => "not_ready",
             ApiError::Internal(_) => "internal",
         }

@@ -4,12 +4,13 @@
 pub mod connection;
 pub mod protocol;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -82,6 +83,7 @@ fn jwt_from(params: &WsParams, headers: &HeaderMap) -> Option<String> {
 
 pub async fn upgrade(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     params: Result<Query<WsParams>, QueryRejection>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
@@ -89,6 +91,10 @@ pub async fn upgrade(
     match authorize(&state, &headers, params) {
         Ok((claims, initial)) => match upgrade {
             Ok(upgrade) => {
+                let slot = match state.socket_limits.acquire(&claims.sub, peer.ip()) {
+                    Ok(slot) => slot,
+                    Err(scope) => return ApiError::TooManySockets { scope }.into_response(),
+                };
                 let limits = &state.config.limits;
                 let tracker = state.sockets.clone();
                 upgrade
@@ -98,7 +104,10 @@ pub async fn upgrade(
                     .max_message_size(limits.max_frame_bytes)
                     .max_frame_size(limits.max_frame_bytes)
                     .on_upgrade(move |socket| {
-                        tracker.track_future(connection::run(socket, state, claims, initial))
+                        tracker.track_future(async move {
+                            connection::run(socket, state, claims, initial).await;
+                            drop(slot);
+                        })
                     })
             }
             Err(rejection) => {

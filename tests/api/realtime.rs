@@ -221,3 +221,47 @@ async fn metrics_count_the_pipeline_and_the_commit_to_push_lag() {
         assert!(metrics.contains(series), "{series} missing from\n{metrics}");
     }
 }
+
+#[tokio::test]
+async fn sockets_over_the_per_user_limit_are_refused_before_the_upgrade_and_places_come_back() {
+    let app = TestApp::spawn_with(|config| config.limits.max_sockets_per_user = 2).await;
+    let (token, _) = app
+        .subscribe("u1", "posts/stats/commentCount", json!({"postId": 1}))
+        .await;
+    let first = app.connect("u1", Some(&token)).await;
+    let _second = app.connect("u1", Some(&token)).await;
+    let url = format!(
+        "ws://{}/realtime/ws?authToken={}&token={token}",
+        app.address,
+        app.jwt("u1")
+    );
+    match tokio_tungstenite::connect_async(url.as_str()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 429);
+            let body = response
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            assert!(body.contains("too_many_sockets"), "{body}");
+        }
+        other => panic!("expected a 429 refusal, got {other:?}"),
+    }
+    // Another user is not affected, and a closed socket gives its place back.
+    let (other_token, _) = app
+        .subscribe("u2", "posts/stats/commentCount", json!({"postId": 1}))
+        .await;
+    let _other = app.connect("u2", Some(&other_token)).await;
+    drop(first);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if tokio_tungstenite::connect_async(url.as_str()).await.is_ok() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the closed socket's place never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
