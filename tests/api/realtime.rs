@@ -265,3 +265,115 @@ async fn sockets_over_the_per_user_limit_are_refused_before_the_upgrade_and_plac
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Reads until the server closes; returns the close code and reason.
+async fn close_of(ws: &mut crate::helpers::Ws) -> (u16, String) {
+    loop {
+        match tokio::time::timeout(WAIT, futures_util::StreamExt::next(ws))
+            .await
+            .expect("closed in time")
+        {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(frame)))) => {
+                return (u16::from(frame.code), frame.reason.to_string())
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn each_socket_limit_closes_with_4008_and_a_reason() {
+    let app = TestApp::spawn_with(|config| {
+        config.limits.max_frame_bytes = 1024;
+        config.limits.max_subscriptions_per_socket = 2;
+        config.limits.max_messages_per_sec = 5;
+    })
+    .await;
+    let mut tokens = Vec::new();
+    for post in 1..=3 {
+        let (token, _) = app
+            .subscribe("u1", "posts/stats/commentCount", json!({"postId": post}))
+            .await;
+        tokens.push(token);
+    }
+
+    let mut big = app.connect("u1", None).await;
+    send_text(&mut big, &"x".repeat(2000)).await;
+    let (code, reason) = close_of(&mut big).await;
+    assert_eq!((code, reason.as_str()), (4008, "frame too large"));
+
+    let mut many = app.connect("u1", Some(&tokens[0])).await;
+    for token in &tokens[1..] {
+        send_text(
+            &mut many,
+            &json!({"type": "subscribe", "token": token}).to_string(),
+        )
+        .await;
+    }
+    let (code, reason) = close_of(&mut many).await;
+    assert_eq!(code, 4008);
+    assert!(reason.contains("subscriptions"), "{reason}");
+
+    let mut chatty = app.connect("u1", None).await;
+    for _ in 0..10 {
+        send_text(&mut chatty, "ping").await;
+    }
+    let (code, reason) = close_of(&mut chatty).await;
+    assert_eq!(code, 4008);
+    assert!(reason.contains("messages per second"), "{reason}");
+}
+
+#[tokio::test]
+async fn an_expiring_jwt_closes_with_4001_unless_refreshed_by_the_same_user() {
+    let app = TestApp::spawn().await;
+    let short = |user: &str| {
+        app.state
+            .auth
+            .mint_jwt(user, Duration::from_secs(2))
+            .expect("jwt")
+    };
+    let connect_with = |jwt: String| async move {
+        let url = format!("ws://{}/realtime/ws?authToken={jwt}", app.address);
+        let mut request =
+            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
+                .expect("request");
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "statgate.realtime.v1".parse().expect("header"),
+        );
+        tokio_tungstenite::connect_async(request)
+            .await
+            .expect("connects")
+            .0
+    };
+
+    let mut lapsing = connect_with(short("u1")).await;
+    let mut refreshed = connect_with(short("u1")).await;
+    send_text(
+        &mut refreshed,
+        &json!({"type": "auth", "authToken": app.jwt("u1")}).to_string(),
+    )
+    .await;
+    wait_for(&mut refreshed, WAIT, |e| e["event"] == "authenticated").await;
+    // Another user's JWT is no refresh.
+    send_text(
+        &mut refreshed,
+        &json!({"type": "auth", "authToken": app.jwt("u2"), "id": 9}).to_string(),
+    )
+    .await;
+    let refused = wait_for(&mut refreshed, WAIT, |e| e["event"] == "error").await;
+    assert_eq!(refused["payload"]["id"], 9);
+
+    let expired = wait_for(&mut lapsing, WAIT, |e| e["event"] == "error").await;
+    assert_eq!(expired["payload"]["code"], "auth_expired");
+    assert_eq!(close_of(&mut lapsing).await.0, 4001);
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    send_text(&mut refreshed, "ping").await;
+    assert_eq!(
+        wait_for(&mut refreshed, WAIT, |e| e["event"] == "pong").await,
+        json!({"event": "pong"}),
+        "the refreshed socket outlived its first JWT"
+    );
+}
