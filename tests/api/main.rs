@@ -8,5 +8,6 @@ mod load;
 mod matching;
 mod realtime;
 mod resilience;
+mod soak;
 mod subscribe;
 mod triggers;
