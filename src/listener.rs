@@ -171,31 +171,18 @@ impl Listener {
 
     /// Connects and LISTENs, retrying with capped exponential back-off until shutdown.
     async fn connect(&self, shutdown: &CancellationToken) -> Option<PgListener> {
-        let mut backoff = FIRST_BACKOFF;
-        loop {
-            let attempt = async {
-                // Named, so operators (and tests) can tell the feed's backend from the pool's.
-                let options: PgConnectOptions = self.database_url.parse()?;
-                let pool = PgPoolOptions::new()
-                    .max_connections(1)
-                    .connect_lazy_with(options.application_name(LISTENER_APPLICATION_NAME));
-                let mut listener = PgListener::connect_with(&pool).await?;
-                listener.ignore_pool_close_event(true);
-                listener.listen(CHANNEL).await?;
-                Ok::<_, sqlx::Error>(listener)
-            };
-            match attempt.await {
-                Ok(listener) => return Some(listener),
-                Err(err) => {
-                    tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "listener cannot connect")
-                }
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return None,
-                _ = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-        }
+        retry_with_backoff("listener", shutdown, || async {
+            // Named, so operators (and tests) can tell the feed's backend from the pool's.
+            let options: PgConnectOptions = self.database_url.parse()?;
+            let pool = PgPoolOptions::new()
+                .max_connections(1)
+                .connect_lazy_with(options.application_name(LISTENER_APPLICATION_NAME));
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.ignore_pool_close_event(true);
+            listener.listen(CHANNEL).await?;
+            Ok(listener)
+        })
+        .await
     }
 
     /// Forwards notifications until the connection drops, the canary finds it silent, or
@@ -277,6 +264,33 @@ impl Listener {
                 None
             }
         }
+    }
+}
+
+/// Runs `attempt` until it succeeds, sleeping with capped exponential back-off between tries;
+/// `None` once shutdown begins. Both change-feed modes connect through it.
+pub(crate) async fn retry_with_backoff<T, F, Fut>(
+    what: &str,
+    shutdown: &CancellationToken,
+    mut attempt: F,
+) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        match attempt().await {
+            Ok(connected) => return Some(connected),
+            Err(err) => {
+                tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "{what} cannot connect")
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 

@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use super::{parse_payload, FeedEvent, ListenerStatus, FIRST_BACKOFF, MAX_BACKOFF};
+use super::{parse_payload, retry_with_backoff, FeedEvent, ListenerStatus};
 use crate::config::ChangeFeed;
 use crate::telemetry::Metrics;
 
@@ -208,27 +208,14 @@ impl TablePoller {
 
     /// Connects, retrying with capped exponential back-off until shutdown.
     async fn connect(&self, shutdown: &CancellationToken) -> Option<PgConnection> {
-        let mut backoff = FIRST_BACKOFF;
-        loop {
-            let attempt = async {
-                let options: PgConnectOptions = self.database_url.parse()?;
-                let options = options
-                    .application_name(POLLER_APPLICATION_NAME)
-                    .options([("statement_timeout", POLL_TIMEOUT_MS)]);
-                PgConnection::connect_with(&options).await
-            };
-            match attempt.await {
-                Ok(connection) => return Some(connection),
-                Err(err) => {
-                    tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "feed poller cannot connect")
-                }
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return None,
-                _ = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-        }
+        retry_with_backoff("feed poller", shutdown, || async {
+            let options: PgConnectOptions = self.database_url.parse()?;
+            let options = options
+                .application_name(POLLER_APPLICATION_NAME)
+                .options([("statement_timeout", POLL_TIMEOUT_MS)]);
+            PgConnection::connect_with(&options).await
+        })
+        .await
     }
 
     /// Reads new rows every tick until an error, shutdown, or the dispatcher is gone.
