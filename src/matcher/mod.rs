@@ -165,15 +165,22 @@ type EntryId = u64;
 struct TableIndex {
     /// Entries without equality constraints (no constraint, or ranges only): always checked.
     unindexed: HashSet<EntryId>,
-    /// (column, kind) → key → entries indexed on that column.
-    by_value: HashMap<(String, KeyKind), HashMap<Key, HashSet<EntryId>>>,
-    /// (column, kind) → every entry indexed on that column (for payloads lacking the column).
-    by_column: HashMap<(String, KeyKind), HashSet<EntryId>>,
+    /// (column, kind) → the entries indexed on that column.
+    columns: HashMap<(String, KeyKind), ColumnIndex>,
+}
+
+/// The entries indexed on one equality column.
+#[derive(Default)]
+struct ColumnIndex {
+    /// Every one of them (for payloads lacking the column, or values of an unreadable shape).
+    all: HashSet<EntryId>,
+    /// Key → those whose constraint admits it.
+    by_key: HashMap<Key, HashSet<EntryId>>,
 }
 
 impl TableIndex {
     fn is_empty(&self) -> bool {
-        self.unindexed.is_empty() && self.by_column.is_empty()
+        self.unindexed.is_empty() && self.columns.is_empty()
     }
 
     /// The equality column whose lists for this entry's keys are shortest right now, so a
@@ -186,10 +193,14 @@ impl TableIndex {
         entry: &'e WatchEntry,
     ) -> Option<(&'e ColumnConstraint, &'e [Key])> {
         entry.equality_columns().min_by_key(|(column, keys)| {
-            let lists = self.by_value.get(&(column.column.clone(), column.kind));
+            let index = self.columns.get(&(column.column.clone(), column.kind));
             let candidates: usize = keys
                 .iter()
-                .map(|key| lists.and_then(|l| l.get(key)).map_or(0, HashSet::len))
+                .map(|key| {
+                    index
+                        .and_then(|i| i.by_key.get(key))
+                        .map_or(0, HashSet::len)
+                })
                 .sum();
             (candidates, keys.len())
         })
@@ -274,11 +285,11 @@ impl Index {
         let slot = match table.most_selective(&entry) {
             Some((column, keys)) => {
                 let slot = (column.column.clone(), column.kind);
-                let values = table.by_value.entry(slot.clone()).or_default();
+                let index = table.columns.entry(slot.clone()).or_default();
                 for key in keys {
-                    values.entry(key.clone()).or_default().insert(id);
+                    index.by_key.entry(key.clone()).or_default().insert(id);
                 }
-                table.by_column.entry(slot.clone()).or_default().insert(id);
+                index.all.insert(id);
                 Some(slot)
             }
             None => {
@@ -316,23 +327,18 @@ impl Index {
                         .find(|(c, _)| c.column == slot.0 && c.kind == slot.1)
                         .map(|(_, keys)| keys)
                         .unwrap_or_default();
-                    if let Some(values) = table.by_value.get_mut(&slot) {
+                    if let Some(index) = table.columns.get_mut(&slot) {
                         for key in keys {
-                            if let Some(ids) = values.get_mut(key) {
+                            if let Some(ids) = index.by_key.get_mut(key) {
                                 ids.remove(&id);
                                 if ids.is_empty() {
-                                    values.remove(key);
+                                    index.by_key.remove(key);
                                 }
                             }
                         }
-                        if values.is_empty() {
-                            table.by_value.remove(&slot);
-                        }
-                    }
-                    if let Some(all) = table.by_column.get_mut(&slot) {
-                        all.remove(&id);
-                        if all.is_empty() {
-                            table.by_column.remove(&slot);
+                        index.all.remove(&id);
+                        if index.all.is_empty() {
+                            table.columns.remove(&slot);
                         }
                     }
                 }
@@ -359,26 +365,25 @@ impl Index {
             }
         };
         table.unindexed.iter().for_each(&mut check);
-        for ((column, kind), all) in &table.by_column {
+        for ((column, kind), index) in &table.columns {
             let values = match change.rows.get(column) {
                 Some(values) if !change.overflow => values,
                 _ => {
-                    all.iter().for_each(&mut check);
+                    index.all.iter().for_each(&mut check);
                     continue;
                 }
             };
-            let by_key = table.by_value.get(&(column.clone(), *kind));
             for value in values {
                 if value.is_null() {
                     continue;
                 }
                 match key_of(*kind, value) {
                     Some(key) => {
-                        if let Some(ids) = by_key.and_then(|by_key| by_key.get(&key)) {
+                        if let Some(ids) = index.by_key.get(&key) {
                             ids.iter().for_each(&mut check);
                         }
                     }
-                    None => all.iter().for_each(&mut check),
+                    None => index.all.iter().for_each(&mut check),
                 }
             }
         }
