@@ -248,6 +248,43 @@ pub fn spawn_reader(
     })
 }
 
+/// Reader tasks over a set of sockets, reporting on one channel, stopped together.
+pub struct Readers {
+    tasks: Vec<tokio::task::JoinHandle<bool>>,
+    stop: CancellationToken,
+}
+
+impl Readers {
+    /// One reader per socket (socket `i` reports as `i`), and the channel of their arrivals.
+    pub fn spawn(sockets: Vec<Socket>) -> (Readers, mpsc::UnboundedReceiver<Arrival>) {
+        let (arrivals_tx, arrivals) = mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        let tasks = sockets
+            .into_iter()
+            .enumerate()
+            .map(|(i, socket)| spawn_reader(i as u32, socket, arrivals_tx.clone(), stop.clone()))
+            .collect();
+        (Readers { tasks, stop }, arrivals)
+    }
+
+    /// Closes every socket; returns how many had been closed by the gateway before.
+    pub async fn stop(self) -> usize {
+        self.stop.cancel();
+        closed_early(self.tasks).await
+    }
+}
+
+/// Waits for reader tasks; returns how many ended because their socket closed.
+pub async fn closed_early(tasks: Vec<tokio::task::JoinHandle<bool>>) -> usize {
+    let mut closed = 0;
+    for task in tasks {
+        if !task.await.unwrap_or(false) {
+            closed += 1;
+        }
+    }
+    closed
+}
+
 /// Counters from the gateway's `/metrics`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct GatewayCounters {
@@ -285,6 +322,14 @@ impl GatewayCounters {
             pushes: self.pushes - before.pushes,
             coalesced: self.coalesced - before.coalesced,
         }
+    }
+}
+
+/// The change in `pg_stat_statements` calls between two readings, or "n/a".
+pub fn calls_between(before: Option<f64>, after: Option<f64>) -> serde_json::Value {
+    match (before, after) {
+        (Some(before), Some(after)) => json!(after - before),
+        _ => json!("n/a"),
     }
 }
 

@@ -4,12 +4,10 @@
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use serde_json::json;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
-use super::clients::{self, GatewayCounters, ProcessReading};
-use super::report::{round, Latencies, Report};
+use super::clients::{self, GatewayCounters, ProcessReading, Readers};
+use super::report::{gateway_figures, round, Latencies, Report};
 use super::{BenchError, Target};
 
 #[derive(Debug, Clone, Args)]
@@ -39,16 +37,7 @@ pub async fn run(target: &Target, args: FanoutArgs) -> Result<Report, BenchError
     let opened_at = Instant::now();
     let sockets = clients::open_sockets(target, &vec![token; args.sockets]).await?;
     let open_secs = opened_at.elapsed().as_secs_f64();
-    let (arrivals_tx, mut arrivals) = mpsc::unbounded_channel();
-    let stop = CancellationToken::new();
-    let readers: Vec<_> = sockets
-        .into_iter()
-        .enumerate()
-        .map(|(i, socket)| {
-            clients::spawn_reader(i as u32, socket, arrivals_tx.clone(), stop.clone())
-        })
-        .collect();
-    drop(arrivals_tx);
+    let (readers, mut arrivals) = Readers::spawn(sockets);
     wait_for_all(&mut arrivals, args.sockets, 0, Duration::from_secs(30)).await;
 
     let counters_before = GatewayCounters::read(&http, target).await?;
@@ -75,13 +64,7 @@ pub async fn run(target: &Target, args: FanoutArgs) -> Result<Report, BenchError
     let counters = GatewayCounters::read(&http, target)
         .await?
         .since(&counters_before);
-    stop.cancel();
-    let mut closed_early = 0;
-    for reader in readers {
-        if !reader.await.unwrap_or(false) {
-            closed_early += 1;
-        }
-    }
+    let closed_early = readers.stop().await;
 
     let mut report = Report::new("fanout");
     report
@@ -131,25 +114,4 @@ async fn wait_for_all(
         }
     }
     first.zip(last)
-}
-
-pub(crate) fn gateway_figures(
-    before: &Option<ProcessReading>,
-    after: &Option<ProcessReading>,
-    counters: &GatewayCounters,
-) -> serde_json::Value {
-    let process = match (before, after) {
-        (Some(before), Some(after)) => json!({
-            "rss_mib": round(after.rss_bytes as f64 / 1_048_576.0),
-            "cores": round(after.cores_since(before)),
-        }),
-        _ => json!("n/a (pass --gateway-pid)"),
-    };
-    json!({
-        "process": process,
-        "notifications": counters.notifications,
-        "recompute_statements": counters.recompute_statements,
-        "pushes": counters.pushes,
-        "coalesced_updates": counters.coalesced,
-    })
 }

@@ -4,10 +4,8 @@
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
-use super::clients::{self, ProcessReading};
+use super::clients::{self, ProcessReading, Readers};
 use super::report::{round, Report};
 use super::{BenchError, Target};
 
@@ -40,16 +38,7 @@ pub async fn run(target: &Target, args: IdleArgs) -> Result<Report, BenchError> 
     let opened_at = Instant::now();
     let sockets = clients::open_sockets(target, &socket_tokens).await?;
     let open_secs = opened_at.elapsed().as_secs_f64();
-    let (arrivals_tx, mut arrivals) = mpsc::unbounded_channel();
-    let stop = CancellationToken::new();
-    let readers: Vec<_> = sockets
-        .into_iter()
-        .enumerate()
-        .map(|(i, socket)| {
-            clients::spawn_reader(i as u32, socket, arrivals_tx.clone(), stop.clone())
-        })
-        .collect();
-    drop(arrivals_tx);
+    let (readers, mut arrivals) = Readers::spawn(sockets);
     let mut snapshots = 0;
     while snapshots < args.sockets {
         match tokio::time::timeout(Duration::from_secs(10), arrivals.recv()).await {
@@ -62,13 +51,7 @@ pub async fn run(target: &Target, args: IdleArgs) -> Result<Report, BenchError> 
     let hold = tokio::spawn(async move { while arrivals.recv().await.is_some() {} });
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     let held_to = read(pid)?;
-    stop.cancel();
-    let mut closed_early = 0;
-    for reader in readers {
-        if !reader.await.unwrap_or(false) {
-            closed_early += 1;
-        }
-    }
+    let closed_early = readers.stop().await;
     hold.abort();
 
     let grown = held_to.rss_bytes.saturating_sub(baseline.rss_bytes) as f64;

@@ -6,6 +6,8 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
 
+use super::clients::{GatewayCounters, ProcessReading};
+
 /// Latencies in microseconds, summarised as percentiles in milliseconds.
 pub struct Latencies {
     histogram: Histogram<u64>,
@@ -123,4 +125,27 @@ impl Report {
         std::fs::write(&path, text + "\n")?;
         Ok(path)
     }
+}
+
+/// The gateway's side of a run: RSS and cores from `/proc` (if its pid is known) and the
+/// pipeline counters from `/metrics`.
+pub fn gateway_figures(
+    before: &Option<ProcessReading>,
+    after: &Option<ProcessReading>,
+    counters: &GatewayCounters,
+) -> Value {
+    let process = match (before, after) {
+        (Some(before), Some(after)) => json!({
+            "rss_mib": round(after.rss_bytes as f64 / 1_048_576.0),
+            "cores": round(after.cores_since(before)),
+        }),
+        _ => json!("n/a (pass --gateway-pid)"),
+    };
+    json!({
+        "process": process,
+        "notifications": counters.notifications,
+        "recompute_statements": counters.recompute_statements,
+        "pushes": counters.pushes,
+        "coalesced_updates": counters.coalesced,
+    })
 }

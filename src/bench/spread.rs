@@ -14,9 +14,8 @@ use rand::Rng;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::clients::{self, Arrival, GatewayCounters, ProcessReading};
-use super::fanout::gateway_figures;
-use super::report::{round, Latencies, Report};
+use super::clients::{self, Arrival, GatewayCounters, ProcessReading, Readers};
+use super::report::{gateway_figures, round, Latencies, Report};
 use super::{BenchError, Target};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -120,16 +119,7 @@ pub async fn run(target: &Target, args: SpreadArgs) -> Result<Report, BenchError
     let sockets = clients::open_sockets(target, &socket_tokens).await?;
     let open_secs = opened_at.elapsed().as_secs_f64();
 
-    let (arrivals_tx, mut arrivals) = mpsc::unbounded_channel::<Arrival>();
-    let stop_readers = CancellationToken::new();
-    let readers: Vec<_> = sockets
-        .into_iter()
-        .enumerate()
-        .map(|(i, socket)| {
-            clients::spawn_reader(i as u32, socket, arrivals_tx.clone(), stop_readers.clone())
-        })
-        .collect();
-    drop(arrivals_tx);
+    let (readers, mut arrivals) = Readers::spawn(sockets);
 
     // Snapshots first, so the run starts from a known state.
     let mut state = Aggregate::new(&socket_post);
@@ -246,13 +236,7 @@ pub async fn run(target: &Target, args: SpreadArgs) -> Result<Report, BenchError
         .zip(&socket_post)
         .filter(|(held, post)| **held != final_counts[**post])
         .count();
-    stop_readers.cancel();
-    let mut closed_early = 0;
-    for reader in readers {
-        if !reader.await.unwrap_or(false) {
-            closed_early += 1;
-        }
-    }
+    let closed_early = readers.stop().await;
 
     let mut report = Report::new("spread");
     report
@@ -290,10 +274,7 @@ pub async fn run(target: &Target, args: SpreadArgs) -> Result<Report, BenchError
         )
         .add(
             "pg_stat_statements_recompute_calls",
-            match (pg_before, pg_after) {
-                (Some(b), Some(a)) => serde_json::json!(a - b),
-                _ => serde_json::json!("n/a"),
-            },
+            clients::calls_between(pg_before, pg_after),
         )
         .add(
             "gateway",

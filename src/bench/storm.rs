@@ -9,9 +9,8 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::clients::{self, GatewayCounters, ProcessReading};
-use super::fanout::gateway_figures;
-use super::report::{round, Report};
+use super::clients::{self, GatewayCounters, ProcessReading, Readers};
+use super::report::{gateway_figures, round, Report};
 use super::{BenchError, Target};
 
 #[derive(Debug, Clone, Args)]
@@ -37,14 +36,7 @@ pub async fn run(target: &Target, args: StormArgs) -> Result<Report, BenchError>
     let tokens = clients::subscribe_posts(target, &http, &posts).await?;
     let first_tokens: Vec<&str> = client_post.iter().map(|p| tokens[*p].as_str()).collect();
     let sockets = clients::open_sockets(target, &first_tokens).await?;
-    let (tx, mut arrivals) = mpsc::unbounded_channel();
-    let stop = CancellationToken::new();
-    let readers: Vec<_> = sockets
-        .into_iter()
-        .enumerate()
-        .map(|(i, s)| clients::spawn_reader(i as u32, s, tx.clone(), stop.clone()))
-        .collect();
-    drop(tx);
+    let (readers, mut arrivals) = Readers::spawn(sockets);
     let mut holding = 0;
     while holding < args.clients {
         match tokio::time::timeout(Duration::from_secs(10), arrivals.recv()).await {
@@ -54,10 +46,7 @@ pub async fn run(target: &Target, args: StormArgs) -> Result<Report, BenchError>
     }
 
     // Everyone drops; every value changes while they are away.
-    stop.cancel();
-    for reader in readers {
-        let _ = reader.await;
-    }
+    readers.stop().await;
     sqlx::query(
         "insert into comments (post_id, author_id, body) select unnest($1::int8[]), 'bench', 'x'",
     )
@@ -114,9 +103,7 @@ pub async fn run(target: &Target, args: StormArgs) -> Result<Report, BenchError>
         .since(&counters_before);
     let pg_after = clients::recompute_calls(&db).await;
     stop.cancel();
-    for reader in readers.into_iter().flatten() {
-        let _ = reader.await;
-    }
+    clients::closed_early(readers.into_iter().flatten().collect()).await;
 
     let mut report = Report::new("reconnect-storm");
     report
@@ -128,10 +115,7 @@ pub async fn run(target: &Target, args: StormArgs) -> Result<Report, BenchError>
         .add("recompute_statements", counters.recompute_statements)
         .add(
             "pg_stat_statements_recompute_calls",
-            match (pg_before, pg_after) {
-                (Some(b), Some(a)) => serde_json::json!(a - b),
-                _ => serde_json::json!("n/a"),
-            },
+            clients::calls_between(pg_before, pg_after),
         )
         .add(
             "gateway",
