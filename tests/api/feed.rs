@@ -8,7 +8,7 @@ use sqlx::PgPool;
 use statgate::config::ChangeFeed;
 use statgate::listener::table::POLLER_APPLICATION_NAME;
 
-use crate::helpers::{read_until, wait_for, Received, TestApp, Ws};
+use crate::helpers::{converge_to, read_until, wait_for, wait_until, TestApp};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -21,27 +21,6 @@ async fn rows_in_change_table(db: &PgPool) -> i64 {
         .fetch_one(db)
         .await
         .expect("count changes")
-}
-
-/// Subscribes `user` to the comment count of `post` on a new socket and reads the snapshot.
-async fn watch_comments(app: &TestApp, post: i64) -> (String, Ws, Received) {
-    let (token, signature) = app
-        .subscribe("u1", "posts/stats/commentCount", json!({"postId": post}))
-        .await;
-    let mut ws = app.connect("u1", Some(&token)).await;
-    let mut received = Received::default();
-    read_until(&mut ws, &mut received, WAIT, |r| {
-        r.value(&signature).is_some()
-    })
-    .await;
-    (signature, ws, received)
-}
-
-async fn converge_to(ws: &mut Ws, received: &mut Received, signature: &str, expected: Value) {
-    read_until(ws, received, WAIT, |r| {
-        r.value(signature) == Some(&expected)
-    })
-    .await;
 }
 
 #[tokio::test]
@@ -57,7 +36,7 @@ async fn in_table_mode_a_new_comment_reaches_the_subscriber_through_the_change_t
     );
     let post = app.new_post().await;
     app.add_comment(post).await;
-    let (signature, mut ws, mut received) = watch_comments(&app, post).await;
+    let (signature, mut ws, mut received) = app.watch_comments(post).await;
     assert_eq!(received.value(&signature), Some(&json!(1)));
 
     app.add_comment(post).await;
@@ -90,7 +69,7 @@ async fn in_table_mode_a_ten_thousand_row_insert_converges() {
     .expect("posts");
     let mut sockets = Vec::new();
     for post in &posts {
-        sockets.push((*post, watch_comments(&app, *post).await));
+        sockets.push((*post, app.watch_comments(*post).await));
     }
     sqlx::query(
         "insert into comments (post_id, author_id, body)
@@ -148,7 +127,7 @@ async fn changes_made_while_no_gateway_runs_are_read_when_one_starts() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (signature, mut ws, mut received) = watch_comments(&second, post).await;
+    let (signature, mut ws, mut received) = second.watch_comments(post).await;
     assert_eq!(received.value(&signature), Some(&json!(3)));
     second.add_comment(post).await;
     converge_to(&mut ws, &mut received, &signature, json!(4)).await;
@@ -165,8 +144,8 @@ async fn two_table_mode_gateways_on_one_database_both_see_every_change() {
     })
     .await;
     let post = one.new_post().await;
-    let (sig_one, mut ws_one, mut got_one) = watch_comments(&one, post).await;
-    let (sig_two, mut ws_two, mut got_two) = watch_comments(&two, post).await;
+    let (sig_one, mut ws_one, mut got_one) = one.watch_comments(post).await;
+    let (sig_two, mut ws_two, mut got_two) = two.watch_comments(post).await;
     for n in 1..=5 {
         one.add_comment(post).await;
         converge_to(&mut ws_one, &mut got_one, &sig_one, json!(n)).await;
@@ -178,7 +157,7 @@ async fn two_table_mode_gateways_on_one_database_both_see_every_change() {
 async fn a_killed_poller_connection_reconnects_and_loses_no_value() {
     let app = spawn_table_mode().await;
     let post = app.new_post().await;
-    let (signature, mut ws, mut received) = watch_comments(&app, post).await;
+    let (signature, mut ws, mut received) = app.watch_comments(post).await;
     let killed: i64 = sqlx::query_scalar(
         "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity
           where application_name = $1 and datname = current_database()) k",
@@ -192,32 +171,22 @@ async fn a_killed_poller_connection_reconnects_and_loses_no_value() {
         app.add_comment(post).await;
     }
     converge_to(&mut ws, &mut received, &signature, json!(5)).await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while app.state.metrics.listener_reconnects.get() < 1 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the poller reconnected"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(WAIT, "the poller reconnected", || {
+        app.state.metrics.listener_reconnects.get() >= 1
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_write_never_fails_because_of_the_change_table() {
     let app = spawn_table_mode().await;
-    let (token, signature) = app
-        .subscribe(
+    let (signature, mut ws, mut received) = app
+        .watch(
             "u1",
             "measurements/rollups/dailySum",
             json!({"userId": "u1", "type": "steps", "from": "2026-01-01", "to": "2026-02-01"}),
         )
         .await;
-    let mut ws = app.connect("u1", Some(&token)).await;
-    let mut received = Received::default();
-    read_until(&mut ws, &mut received, WAIT, |r| {
-        r.value(&signature).is_some()
-    })
-    .await;
 
     // A key too large for any payload: the change is recorded as an overflow row.
     sqlx::query(
@@ -270,8 +239,8 @@ async fn a_slow_transaction_committing_after_a_later_one_is_not_skipped() {
     let app = spawn_table_mode().await;
     let slow_post = app.new_post().await;
     let fast_post = app.new_post().await;
-    let (slow_sig, mut slow_ws, mut slow_got) = watch_comments(&app, slow_post).await;
-    let (fast_sig, mut fast_ws, mut fast_got) = watch_comments(&app, fast_post).await;
+    let (slow_sig, mut slow_ws, mut slow_got) = app.watch_comments(slow_post).await;
+    let (fast_sig, mut fast_ws, mut fast_got) = app.watch_comments(fast_post).await;
 
     // The slow transaction takes the lower change id, the fast one commits first and is read.
     let mut slow = app.db.begin().await.expect("begin");

@@ -242,6 +242,34 @@ impl TestApp {
         ws
     }
 
+    /// Subscribes `user` to `query(args)` on a new socket and reads until the snapshot arrives.
+    pub async fn watch(&self, user: &str, query: &str, args: Value) -> (String, Ws, Received) {
+        let (token, signature) = self.subscribe(user, query, args).await;
+        let mut ws = self.connect(user, Some(&token)).await;
+        let mut received = Received::default();
+        read_until(&mut ws, &mut received, Duration::from_secs(20), |r| {
+            r.value(&signature).is_some()
+        })
+        .await;
+        (signature, ws, received)
+    }
+
+    /// `watch` for the comment count of `post`, as user `u1`.
+    pub async fn watch_comments(&self, post: i64) -> (String, Ws, Received) {
+        self.watch("u1", "posts/stats/commentCount", json!({"postId": post}))
+            .await
+    }
+
+    /// Waits until no socket, subscription or signature is left in the gateway.
+    pub async fn wait_released(&self, within: Duration, why: &str) {
+        wait_until(within, why, || {
+            self.state.metrics.connections.get() == 0
+                && self.state.metrics.subscriptions.get() == 0
+                && self.state.hub.is_empty()
+        })
+        .await;
+    }
+
     pub async fn new_post(&self) -> i64 {
         sqlx::query_scalar("insert into posts (title, author_id) values ('t', 'a') returning id")
             .fetch_one(&self.db)
@@ -376,5 +404,50 @@ pub async fn wait_until_ready(http: &reqwest::Client, base: &str, within: Durati
             "{base} never became ready"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Reads until `signature`'s value equals `expected`; panics after 20 s.
+pub async fn converge_to(ws: &mut Ws, received: &mut Received, signature: &str, expected: Value) {
+    read_until(ws, received, Duration::from_secs(20), |r| {
+        r.value(signature) == Some(&expected)
+    })
+    .await;
+}
+
+/// Polls `condition` every 20 ms; panics with `what` after `within`.
+pub async fn wait_until(within: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Reads until the server closes; returns the close code and reason.
+pub async fn close_of(ws: &mut Ws) -> (u16, String) {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .expect("closed in time")
+        {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                return (u16::from(frame.code), frame.reason.to_string())
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
+/// A small deterministic random generator, so a failing run can be replayed.
+pub struct XorShift(pub u64);
+
+impl XorShift {
+    pub fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
     }
 }

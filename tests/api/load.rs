@@ -5,25 +5,13 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::helpers::{next_event, send_text, Received, TestApp};
+use crate::helpers::{next_event, send_text, Received, TestApp, XorShift};
 
 const POSTS: usize = 40;
 const SOCKETS: usize = 50;
 const SUBSCRIPTIONS_PER_SOCKET: usize = 20;
 const WRITERS: usize = 4;
 const WRITES_PER_WRITER: usize = 500;
-
-/// A small deterministic generator, so a failing run can be replayed.
-struct XorShift(u64);
-
-impl XorShift {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-}
 
 struct Subscription {
     post: i64,

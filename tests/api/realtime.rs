@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::{next_event, send_text, wait_for, TestApp};
+use crate::helpers::{close_of, next_event, send_text, wait_for, TestApp};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -158,17 +158,7 @@ async fn shutdown_closes_sockets_with_1001() {
     let mut ws = app.connect("u1", Some(&token)).await;
     wait_for(&mut ws, WAIT, |e| e["event"] == "query:update").await;
     app.shutdown.cancel();
-    let close = loop {
-        match tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut ws))
-            .await
-            .expect("close in time")
-        {
-            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(frame))) => break frame,
-            Some(Ok(_)) => continue,
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    };
-    assert_eq!(close.map(|f| u16::from(f.code)), Some(1001));
+    assert_eq!(close_of(&mut ws).await.0, 1001);
     tokio::time::timeout(WAIT, app.done)
         .await
         .expect("stops in time")
@@ -263,22 +253,6 @@ async fn sockets_over_the_per_user_limit_are_refused_before_the_upgrade_and_plac
             "the closed socket's place never came back"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Reads until the server closes; returns the close code and reason.
-async fn close_of(ws: &mut crate::helpers::Ws) -> (u16, String) {
-    loop {
-        match tokio::time::timeout(WAIT, futures_util::StreamExt::next(ws))
-            .await
-            .expect("closed in time")
-        {
-            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(frame)))) => {
-                return (u16::from(frame.code), frame.reason.to_string())
-            }
-            Some(Ok(_)) => continue,
-            other => panic!("expected a close frame, got {other:?}"),
-        }
     }
 }
 

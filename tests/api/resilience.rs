@@ -11,7 +11,7 @@ use statgate::embedded::{EmbeddedOptions, EmbeddedPostgres};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::{
-    next_event, read_until, send_text, wait_for, wait_until_ready, Received, TestApp, Ws,
+    close_of, converge_to, next_event, send_text, wait_for, wait_until_ready, Received, TestApp, Ws,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -25,15 +25,7 @@ impl Watchers {
     async fn open(app: &TestApp, posts: &[i64]) -> Watchers {
         let mut sockets = Vec::new();
         for post in posts {
-            let (token, signature) = app
-                .subscribe("u1", "posts/stats/commentCount", json!({"postId": post}))
-                .await;
-            let mut ws = app.connect("u1", Some(&token)).await;
-            let mut received = Received::default();
-            read_until(&mut ws, &mut received, WAIT, |r| {
-                r.value(&signature).is_some()
-            })
-            .await;
+            let (signature, ws, received) = app.watch_comments(*post).await;
             sockets.push((*post, signature, ws, received));
         }
         Watchers { sockets }
@@ -43,10 +35,7 @@ impl Watchers {
     async fn converge(&mut self, app: &TestApp) {
         for (post, signature, ws, received) in &mut self.sockets {
             let expected = json!(app.comment_count(*post).await);
-            read_until(ws, received, WAIT, |r| {
-                r.value(signature) == Some(&expected)
-            })
-            .await;
+            converge_to(ws, received, signature, expected).await;
         }
     }
 }
@@ -208,17 +197,7 @@ async fn server_pings_keep_a_reading_client_and_close_a_silent_one_with_4000() {
     // This one never reads, so it never answers: after two silent intervals it is closed.
     let mut silent = app.connect("u1", Some(&token)).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let close = loop {
-        match tokio::time::timeout(WAIT, silent.next())
-            .await
-            .expect("close in time")
-        {
-            Some(Ok(Message::Close(frame))) => break frame,
-            Some(Ok(_)) => continue,
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    };
-    assert_eq!(close.map(|f| u16::from(f.code)), Some(4000));
+    assert_eq!(close_of(&mut silent).await.0, 4000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -271,30 +250,11 @@ async fn a_client_that_never_reads_is_closed_with_4009_and_released() {
     }
 
     // Reading now drains what the kernel buffered, then the close frame.
-    let close = loop {
-        match tokio::time::timeout(WAIT, lazy.next())
-            .await
-            .expect("socket ends in time")
-        {
-            Some(Ok(Message::Close(frame))) => break frame,
-            Some(Ok(_)) => continue,
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    };
-    assert_eq!(close.map(|f| u16::from(f.code)), Some(4009));
+    assert_eq!(close_of(&mut lazy).await.0, 4009);
 
     // Everything it held is released: no socket and no subscriber remain.
-    let released = tokio::time::Instant::now() + WAIT;
-    while app.state.metrics.connections.get() != 0
-        || app.state.metrics.subscriptions.get() != 0
-        || !app.state.hub.is_empty()
-    {
-        assert!(
-            tokio::time::Instant::now() < released,
-            "the closed socket was not released"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    app.wait_released(WAIT, "the closed socket was not released")
+        .await;
 }
 
 #[tokio::test]
@@ -355,17 +315,7 @@ async fn sigterm_closes_sockets_with_1001_and_the_binary_exits_0() {
         .status()
         .expect("kill runs");
     assert!(status.success());
-    let close = loop {
-        match tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("close in time")
-        {
-            Some(Ok(Message::Close(frame))) => break frame,
-            Some(Ok(_)) => continue,
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    };
-    assert_eq!(close.map(|f| u16::from(f.code)), Some(1001));
+    assert_eq!(close_of(&mut ws).await.0, 1001);
     let exit = tokio::time::timeout(Duration::from_secs(10), child.wait())
         .await
         .expect("exits within the drain deadline")

@@ -15,24 +15,12 @@ use statgate::embedded::{EmbeddedOptions, EmbeddedPostgres};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{send_text, TestApp};
+use crate::helpers::{send_text, TestApp, XorShift};
 
 const SOCKETS: usize = 200;
 const USERS: usize = 20;
 const POSTS: usize = 30;
 const SOAK: Duration = Duration::from_secs(24);
-
-/// A small deterministic generator.
-struct XorShift(u64);
-
-impl XorShift {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-}
 
 /// What one socket follows and holds.
 #[derive(Default)]
@@ -254,17 +242,11 @@ async fn soak_with_churn_writers_a_listener_kill_and_a_restart_loses_no_value() 
     for (_, task) in sockets {
         task.abort();
     }
-    let released = tokio::time::Instant::now() + Duration::from_secs(20);
-    while app.state.metrics.connections.get() != 0
-        || app.state.metrics.subscriptions.get() != 0
-        || !app.state.hub.is_empty()
-    {
-        assert!(
-            tokio::time::Instant::now() < released,
-            "state left behind after the sockets closed"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    app.wait_released(
+        Duration::from_secs(20),
+        "state left behind after the sockets closed",
+    )
+    .await;
     app.shutdown.cancel();
     server.stop().await.expect("stop");
     let _ = std::fs::remove_dir_all(dir);
