@@ -71,15 +71,7 @@ async fn in_table_mode_a_ten_thousand_row_insert_converges() {
     for post in &posts {
         sockets.push((*post, app.watch_comments(*post).await));
     }
-    sqlx::query(
-        "insert into comments (post_id, author_id, body)
-         select ($1::int8[])[1 + floor(sqrt(random()) * 20)::int % 20], 'bulk', 'x'
-           from generate_series(1, 10000)",
-    )
-    .bind(&posts)
-    .execute(&app.db)
-    .await
-    .expect("bulk insert");
+    app.insert_uneven_comments(&posts, 10_000).await;
     let mut total = 0;
     for (post, (signature, ws, received)) in &mut sockets {
         let expected = app.comment_count(*post).await;

@@ -92,6 +92,59 @@ pub fn queries_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("queries")
 }
 
+/// A PostgreSQL server of the test's own (so it may stop and restart it) under a temporary
+/// directory, with a migrated database `name`. Dropping it stops the server and removes the
+/// directory.
+pub struct PrivateServer {
+    server: Option<EmbeddedPostgres>,
+    pub url: String,
+    dir: PathBuf,
+}
+
+impl PrivateServer {
+    pub async fn start(name: &str) -> (PrivateServer, PgPool) {
+        let dir = std::env::temp_dir().join(format!("statgate-{name}-{}", std::process::id()));
+        let server = EmbeddedPostgres::start(EmbeddedOptions {
+            data_dir: dir.join("pgdata"),
+            fast_unsafe: true,
+            ..EmbeddedOptions::default()
+        })
+        .await
+        .expect("a private PostgreSQL for this test");
+        server.create_database(name).await.expect("database");
+        let url = server.url(name);
+        let db = PgPool::connect(&url).await.expect("pool");
+        statgate::db::migrate(&db).await.expect("migrations");
+        let private = PrivateServer {
+            server: Some(server),
+            url,
+            dir,
+        };
+        (private, db)
+    }
+
+    fn server(&mut self) -> &mut EmbeddedPostgres {
+        self.server.as_mut().expect("the server lives until drop")
+    }
+
+    pub async fn stop(&mut self) {
+        self.server().stop().await.expect("stop");
+    }
+
+    /// Starts it again after [`stop`](Self::stop), or stops and starts it.
+    pub async fn restart(&mut self) {
+        self.server().restart().await.expect("restart");
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        // Stop the server (dropping it does), then remove its directory.
+        drop(self.server.take());
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// A fresh database with migrations applied.
 pub async fn fresh_database() -> (String, PgPool) {
     let server = server().await;
@@ -404,6 +457,23 @@ pub async fn wait_until_ready(http: &reqwest::Client, base: &str, within: Durati
             "{base} never became ready"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl TestApp {
+    /// `n` comments over `posts` in ONE statement, unevenly: the k-th post gets a share
+    /// proportional to k.
+    pub async fn insert_uneven_comments(&self, posts: &[i64], n: i64) {
+        sqlx::query(
+            "insert into comments (post_id, author_id, body)
+             select ($1::int8[])[1 + floor(sqrt(random()) * cardinality($1::int8[]))::int % cardinality($1::int8[])], 'bulk', 'x'
+               from generate_series(1, $2)",
+        )
+        .bind(posts)
+        .bind(n)
+        .execute(&self.db)
+        .await
+        .expect("bulk insert");
     }
 }
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_silent, read_until, wait_for, TestApp};
+use crate::helpers::{assert_silent, converge_to, wait_for, TestApp};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -71,25 +71,13 @@ async fn a_ten_thousand_row_insert_leaves_every_subscriber_with_the_exact_count(
         sockets.push((*post, signature, ws, received));
     }
 
-    // Uneven on purpose: post k gets a share proportional to k.
-    sqlx::query(
-        "insert into comments (post_id, author_id, body)
-         select ($1::int8[])[1 + floor(sqrt(random()) * 100)::int % 100], 'bulk', 'x'
-           from generate_series(1, 10000)",
-    )
-    .bind(&posts)
-    .execute(&app.db)
-    .await
-    .expect("bulk insert");
+    app.insert_uneven_comments(&posts, 10_000).await;
 
     let mut total = 0;
     for (post, signature, ws, received) in &mut sockets {
-        let expected = json!(app.comment_count(*post).await);
-        total += expected.as_i64().expect("count");
-        read_until(ws, received, WAIT, |r| {
-            r.value(signature) == Some(&expected)
-        })
-        .await;
+        let expected = app.comment_count(*post).await;
+        total += expected;
+        converge_to(ws, received, signature, json!(expected)).await;
     }
     assert_eq!(total, 10_000);
 }

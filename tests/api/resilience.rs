@@ -7,11 +7,11 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::json;
 use sqlx::PgPool;
-use statgate::embedded::{EmbeddedOptions, EmbeddedPostgres};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::{
-    close_of, converge_to, next_event, send_text, wait_for, wait_until_ready, Received, TestApp, Ws,
+    close_of, converge_to, next_event, send_text, wait_for, wait_until_ready, PrivateServer,
+    Received, TestApp, Ws,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -113,18 +113,8 @@ async fn killing_the_listener_backend_loses_no_final_value() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_postgresql_restart_keeps_sockets_open_and_converges() {
-    let dir = std::env::temp_dir().join(format!("statgate-restart-{}", std::process::id()));
-    let mut server = EmbeddedPostgres::start(EmbeddedOptions {
-        data_dir: dir.join("pgdata"),
-        fast_unsafe: true,
-        ..EmbeddedOptions::default()
-    })
-    .await
-    .expect("a private PostgreSQL for this test");
-    server.create_database("restart").await.expect("database");
-    let url = server.url("restart");
-    let db = PgPool::connect(&url).await.expect("pool");
-    statgate::db::migrate(&db).await.expect("migrations");
+    let (mut private, db) = PrivateServer::start("restart").await;
+    let url = private.url.clone();
     let app = TestApp::spawn_on(url, db, |_| {}).await;
     let posts = posts(&app, 5).await;
     let mut watchers = Watchers::open(&app, &posts).await;
@@ -133,7 +123,7 @@ async fn a_full_postgresql_restart_keeps_sockets_open_and_converges() {
     }
     watchers.converge(&app).await;
 
-    server.stop().await.expect("stop");
+    private.stop().await;
     let unready = tokio::time::Instant::now() + WAIT;
     while app
         .http
@@ -148,7 +138,7 @@ async fn a_full_postgresql_restart_keeps_sockets_open_and_converges() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    server.restart().await.expect("start again");
+    private.restart().await;
     wait_until_ready(&app.http, &app.url(""), WAIT).await;
     for post in &posts {
         for _ in 0..3 {
@@ -162,8 +152,7 @@ async fn a_full_postgresql_restart_keeps_sockets_open_and_converges() {
 
     app.shutdown.cancel();
     let _ = tokio::time::timeout(WAIT, app.done).await;
-    server.stop().await.expect("stop");
-    let _ = std::fs::remove_dir_all(dir);
+    private.stop().await;
 }
 
 #[tokio::test]

@@ -10,12 +10,10 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::{json, Value};
-use sqlx::PgPool;
-use statgate::embedded::{EmbeddedOptions, EmbeddedPostgres};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{send_text, TestApp, XorShift};
+use crate::helpers::{send_text, PrivateServer, TestApp, XorShift};
 
 const SOCKETS: usize = 200;
 const USERS: usize = 20;
@@ -43,18 +41,8 @@ fn rss_kib() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_with_churn_writers_a_listener_kill_and_a_restart_loses_no_value() {
-    let dir = std::env::temp_dir().join(format!("statgate-soak-{}", std::process::id()));
-    let mut server = EmbeddedPostgres::start(EmbeddedOptions {
-        data_dir: dir.join("pgdata"),
-        fast_unsafe: true,
-        ..EmbeddedOptions::default()
-    })
-    .await
-    .expect("a private PostgreSQL");
-    server.create_database("soak").await.expect("database");
-    let url = server.url("soak");
-    let db = PgPool::connect(&url).await.expect("pool");
-    statgate::db::migrate(&db).await.expect("migrations");
+    let (mut private, db) = PrivateServer::start("soak").await;
+    let url = private.url.clone();
     let app = Arc::new(TestApp::spawn_on(url, db, |_| {}).await);
 
     let posts: Vec<i64> = sqlx::query_scalar(
@@ -184,7 +172,7 @@ async fn soak_with_churn_writers_a_listener_kill_and_a_restart_loses_no_value() 
             .await;
     }
     tokio::time::sleep(SOAK / 3).await;
-    server.restart().await.expect("restart");
+    private.restart().await;
     tokio::time::sleep(SOAK / 3).await;
 
     stop_churn.cancel();
@@ -248,6 +236,5 @@ async fn soak_with_churn_writers_a_listener_kill_and_a_restart_loses_no_value() 
     )
     .await;
     app.shutdown.cancel();
-    server.stop().await.expect("stop");
-    let _ = std::fs::remove_dir_all(dir);
+    private.stop().await;
 }
