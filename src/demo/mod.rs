@@ -12,6 +12,7 @@
 mod assets;
 mod routes;
 mod traffic;
+mod writes;
 
 use std::sync::Arc;
 

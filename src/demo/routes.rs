@@ -16,7 +16,9 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{assets, parse_post_id, DemoError, DemoState, TrafficStatus, DEMO_USER, MAX_RATE};
+use super::{
+    assets, parse_post_id, writes, DemoError, DemoState, TrafficStatus, DEMO_USER, MAX_RATE,
+};
 use crate::app::AppState;
 use crate::http::error::ApiError;
 
@@ -94,14 +96,10 @@ async fn write(
     demo: &DemoState,
     post: i64,
     what: &'static str,
-    query: sqlx::query::QueryScalar<'_, sqlx::Postgres, i64, sqlx::postgres::PgArguments>,
+    written: sqlx::Result<Option<i64>>,
     created: bool,
 ) -> Reply {
-    match query
-        .fetch_optional(&demo.app.pool)
-        .await
-        .map_err(DemoError::from)?
-    {
+    match written.map_err(DemoError::from)? {
         Some(id) => {
             let status = if created {
                 StatusCode::CREATED
@@ -122,28 +120,19 @@ async fn add_comment(
     path: Result<Path<String>, PathRejection>,
 ) -> Reply {
     let post = post_id(path)?;
-    let query = sqlx::query_scalar(
-        "insert into comments (post_id, author_id, body) \
-         select id, $2, 'a comment from the demo page' from posts where id = $1 returning id",
-    )
-    .bind(post)
-    .bind(DEMO_USER);
-    write(&demo, post, "comment", query, true).await
+    let pool = &demo.app.pool;
+    let written =
+        writes::add_comment(pool, Some(post), DEMO_USER, "a comment from the demo page").await;
+    write(&demo, post, "comment", written, true).await
 }
 
-/// Soft-deletes the post's newest live comment (the example app's own way of deleting).
 async fn delete_comment(
     State(demo): State<DemoState>,
     path: Result<Path<String>, PathRejection>,
 ) -> Reply {
     let post = post_id(path)?;
-    let query = sqlx::query_scalar(
-        "update comments set deleted = true where id = \
-         (select id from comments where post_id = $1 and not deleted order by id desc limit 1) \
-         returning id",
-    )
-    .bind(post);
-    write(&demo, post, "comment", query, false).await
+    let written = writes::delete_comment(&demo.app.pool, Some(post)).await;
+    write(&demo, post, "comment", written, false).await
 }
 
 async fn add_reaction(
@@ -151,41 +140,25 @@ async fn add_reaction(
     path: Result<Path<String>, PathRejection>,
 ) -> Reply {
     let post = post_id(path)?;
-    let query = sqlx::query_scalar(
-        "insert into reactions (post_id, user_id, kind) \
-         select id, $2, 'like' from posts where id = $1 returning id",
-    )
-    .bind(post)
-    .bind(DEMO_USER);
-    write(&demo, post, "reaction", query, true).await
+    let written = writes::add_reaction(&demo.app.pool, Some(post), DEMO_USER, "like").await;
+    write(&demo, post, "reaction", written, true).await
 }
 
-/// Deletes the post's newest reaction.
 async fn delete_reaction(
     State(demo): State<DemoState>,
     path: Result<Path<String>, PathRejection>,
 ) -> Reply {
     let post = post_id(path)?;
-    let query = sqlx::query_scalar(
-        "delete from reactions where id = \
-         (select id from reactions where post_id = $1 order by id desc limit 1) returning id",
-    )
-    .bind(post);
-    write(&demo, post, "reaction", query, false).await
+    let written = writes::delete_reaction(&demo.app.pool, Some(post)).await;
+    write(&demo, post, "reaction", written, false).await
 }
 
 /// Logs a walk of a few hundred steps for the demo user, now (moves the rollup panel).
 async fn add_steps(State(demo): State<DemoState>) -> Reply {
     let value = f64::from(rand::random_range(200..1200_u32));
-    let id: i64 = sqlx::query_scalar(
-        "insert into measurements (user_id, type, value, taken_at) \
-         values ($1, 'steps', $2, now()) returning id",
-    )
-    .bind(DEMO_USER)
-    .bind(value)
-    .fetch_one(&demo.app.pool)
-    .await
-    .map_err(DemoError::from)?;
+    let id = writes::add_steps(&demo.app.pool, DEMO_USER, value)
+        .await
+        .map_err(DemoError::from)?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "id": id, "user": DEMO_USER, "steps": value })),

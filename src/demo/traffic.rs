@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
+use super::writes;
 use crate::app::AppState;
 
 /// The highest rate the switch accepts, in writes per second.
@@ -180,37 +181,16 @@ impl Write {
     }
 
     async fn apply(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
-        let query = match self {
-            Write::AddComment { user } => sqlx::query(
-                "insert into comments (post_id, author_id, body) \
-                 select id, $1, 'a comment from demo traffic' from posts order by random() limit 1",
-            )
-            .bind(*user),
-            Write::DeleteComment => sqlx::query(
-                "update comments set deleted = true where id = \
-                 (select id from comments \
-                   where post_id = (select id from posts order by random() limit 1) and not deleted \
-                   order by id desc limit 1)",
-            ),
-            Write::AddReaction { user, kind } => sqlx::query(
-                "insert into reactions (post_id, user_id, kind) \
-                 select id, $1, $2 from posts order by random() limit 1",
-            )
-            .bind(*user)
-            .bind(*kind),
-            Write::DeleteReaction => sqlx::query(
-                "delete from reactions where id = \
-                 (select id from reactions \
-                   where post_id = (select id from posts order by random() limit 1) \
-                   order by id desc limit 1)",
-            ),
-            Write::Steps { user, value } => sqlx::query(
-                "insert into measurements (user_id, type, value, taken_at) values ($1, 'steps', $2, now())",
-            )
-            .bind(*user)
-            .bind(*value),
+        const BODY: &str = "a comment from demo traffic";
+        match self {
+            Write::AddComment { user } => writes::add_comment(pool, None, user, BODY).await?,
+            Write::DeleteComment => writes::delete_comment(pool, None).await?,
+            Write::AddReaction { user, kind } => {
+                writes::add_reaction(pool, None, user, kind).await?
+            }
+            Write::DeleteReaction => writes::delete_reaction(pool, None).await?,
+            Write::Steps { user, value } => Some(writes::add_steps(pool, user, *value).await?),
         };
-        query.execute(pool).await?;
         Ok(())
     }
 }
