@@ -1,5 +1,6 @@
 // A real statgate process for the client tests: the gateway binary (built by `cargo build`)
-// in demo mode with its own embedded PostgreSQL, data directory and port.
+// in demo mode with its own embedded PostgreSQL, data directory and port; or, given a
+// database URL, in production mode on that database (a second node of a cluster).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHmac } from 'node:crypto';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, openSync } from 'node:fs';
@@ -11,6 +12,14 @@ import pg from 'pg';
 const ROOT = resolve(import.meta.dirname, '..', '..');
 const BINARY = process.env.STATGATE_BIN ?? join(ROOT, 'target', 'debug', 'statgate');
 const JWT_SECRET = 'client-ts-test-jwt-secret-0123456789abcdef';
+// Every gateway of these tests signs subscription tokens with this key, as the nodes of one
+// cluster must, so a token minted by one is accepted by another.
+const TOKEN_SECRET = 'client-ts-test-token-secret-0123456789abcdef';
+
+export interface GatewayOptions {
+  /** Serve this PostgreSQL in production mode instead of an embedded one in demo mode. */
+  databaseUrl?: string;
+}
 
 export function freePort(): Promise<number> {
   return new Promise((resolvePort, reject) => {
@@ -49,18 +58,20 @@ export function mintJwt(sub: string, ttlSeconds = 3600): string {
 export class Gateway {
   readonly dir: string;
   readonly port: number;
+  private readonly options: GatewayOptions;
   private child: ChildProcess | undefined;
 
-  private constructor(dir: string, port: number) {
+  private constructor(dir: string, port: number, options: GatewayOptions) {
     this.dir = dir;
     this.port = port;
+    this.options = options;
   }
 
-  static async start(): Promise<Gateway> {
+  static async start(options: GatewayOptions = {}): Promise<Gateway> {
     const dir = mkdtempSync(join(tmpdir(), 'statgate-client-'));
     // As root the embedded server runs as `postgres`, which must be able to enter this folder.
     chmodSync(dir, 0o755);
-    const gateway = new Gateway(dir, await freePort());
+    const gateway = new Gateway(dir, await freePort(), options);
     await gateway.spawn();
     return gateway;
   }
@@ -76,11 +87,16 @@ export class Gateway {
       STATGATE_LISTEN: `127.0.0.1:${this.port}`,
       STATGATE_DATA_DIR: join(this.dir, 'pgdata'),
       STATGATE_JWT_SECRET: JWT_SECRET,
+      STATGATE_TOKEN_SECRET: TOKEN_SECRET,
       STATGATE_QUERIES: join(ROOT, 'queries'),
       STATGATE_DEMO: 'on',
       STATGATE_SHUTDOWN_GRACE_SECS: '2',
     };
     delete env.DATABASE_URL;
+    if (this.options.databaseUrl !== undefined) {
+      env.DATABASE_URL = this.options.databaseUrl;
+      env.STATGATE_DEMO = 'off';
+    }
     this.child = spawn(BINARY, ['serve'], { env, stdio: ['ignore', log, log] });
     await eventually(async () => {
       if (this.child?.exitCode !== null) throw new Error(`the gateway exited early; see ${this.dir}/gateway.log`);
@@ -102,10 +118,17 @@ export class Gateway {
     this.child = undefined;
   }
 
-  /** A connection to the embedded PostgreSQL (its port is in postmaster.pid, line 4). */
-  async db(): Promise<pg.Client> {
+  /** The database this gateway serves: the given URL, or the embedded server's (its port is
+   * in postmaster.pid, line 4; the gateway uses the `postgres` database as `postgres`). */
+  databaseUrl(): string {
+    if (this.options.databaseUrl !== undefined) return this.options.databaseUrl;
     const lines = readFileSync(join(this.dir, 'pgdata', 'postmaster.pid'), 'utf8').split('\n');
-    const client = new pg.Client({ host: '127.0.0.1', port: Number(lines[3]), user: 'postgres', database: 'postgres' });
+    return `postgres://postgres@127.0.0.1:${Number(lines[3])}/postgres`;
+  }
+
+  /** A connection to the database this gateway serves. */
+  async db(): Promise<pg.Client> {
+    const client = new pg.Client({ connectionString: this.databaseUrl() });
     // A restart of the server ends this connection; the test opens a new one then.
     client.on('error', () => {});
     await client.connect();
