@@ -53,6 +53,10 @@ pub enum ConfigError {
     ShortSecret { name: &'static str, len: usize },
     #[error("{name} must be a positive number, got {value}")]
     NotPositive { name: &'static str, value: u64 },
+    #[error("{name} must be between 0 and 1, got {value}")]
+    NotAFraction { name: &'static str, value: f64 },
+    #[error("DATABASE_READ_URL is set without DATABASE_URL: a read replica needs the primary it follows")]
+    ReadUrlWithoutUrl,
 }
 
 #[derive(Debug, Parser)]
@@ -90,6 +94,17 @@ pub enum Command {
         #[command(subcommand)]
         target: CodegenTarget,
     },
+    /// Compare every declared counter and rollup with live SQL; exits 1 on drift.
+    Verify {
+        /// Only this counter (its name in `statgate.counters`).
+        #[arg(long)]
+        counter: Option<String>,
+    },
+    /// Rewrite a counter or rollup from its source table.
+    Refresh {
+        /// The counter's name in `statgate.counters`.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -108,6 +123,10 @@ pub struct Settings {
     /// PostgreSQL to use; unset means the embedded server.
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     pub database_url: Option<String>,
+    /// A read replica for recompute queries (the LISTEN connection, migrations and checks stay
+    /// on `DATABASE_URL`).
+    #[arg(long, env = "DATABASE_READ_URL", global = true, hide_env_values = true)]
+    pub database_read_url: Option<String>,
     /// Address to bind.
     #[arg(
         long,
@@ -315,6 +334,15 @@ pub struct Settings {
         global = true
     )]
     pub feed_poll_ms: u64,
+    /// Share of recomputes (0 to 1) also checked against a query's `parity` SQL; the first
+    /// computation of every signature is always checked.
+    #[arg(
+        long,
+        env = "STATGATE_PARITY_SAMPLE_RATE",
+        default_value_t = 0.01,
+        global = true
+    )]
+    pub parity_sample_rate: f64,
 }
 
 /// Where the watch triggers send their change payloads (`STATGATE_CHANGE_FEED`).
@@ -377,6 +405,8 @@ pub enum Database {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub database: Database,
+    /// `DATABASE_READ_URL`: where recompute queries run, if not on `database`.
+    pub read_database: Option<Secret>,
     pub listen: SocketAddr,
     pub public_url: Option<String>,
     pub jwt_secrets: Vec<Secret>,
@@ -399,6 +429,7 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub change_feed: ChangeFeed,
     pub feed_poll: Duration,
+    pub parity_sample_rate: f64,
 }
 
 /// Per-request and per-socket limits (SPEC §5, §8).
@@ -437,6 +468,15 @@ impl Settings {
                 return Err(ConfigError::NotPositive { name, value });
             }
         }
+        if !(0.0..=1.0).contains(&self.parity_sample_rate) {
+            return Err(ConfigError::NotAFraction {
+                name: "STATGATE_PARITY_SAMPLE_RATE",
+                value: self.parity_sample_rate,
+            });
+        }
+        if self.database_read_url.is_some() && self.database_url.is_none() {
+            return Err(ConfigError::ReadUrlWithoutUrl);
+        }
         let database = match self.database_url {
             Some(url) => Database::External(Secret::new(url)),
             None => Database::Embedded {
@@ -445,6 +485,7 @@ impl Settings {
         };
         Ok(Config {
             database,
+            read_database: self.database_read_url.map(Secret::new),
             listen: self.listen,
             public_url: self
                 .public_url
@@ -478,6 +519,7 @@ impl Settings {
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             change_feed: self.change_feed,
             feed_poll: Duration::from_millis(self.feed_poll_ms),
+            parity_sample_rate: self.parity_sample_rate,
         })
     }
 }
@@ -515,6 +557,7 @@ impl Config {
     pub fn for_tests(database_url: String, queries_dir: PathBuf) -> Self {
         Config {
             database: Database::External(Secret::new(database_url)),
+            read_database: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             public_url: None,
             jwt_secrets: vec![Secret::new("test-jwt-secret-0123456789abcdefghijklmnop")],
@@ -546,6 +589,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(5),
             change_feed: ChangeFeed::Notify,
             feed_poll: Duration::from_millis(10),
+            parity_sample_rate: 0.0,
         }
     }
 }
@@ -585,6 +629,39 @@ mod tests {
         .into_config()
         .unwrap_err();
         assert!(err.to_string().contains("5 bytes"), "{err}");
+    }
+
+    #[test]
+    fn a_parity_rate_outside_zero_to_one_and_a_read_url_without_a_primary_are_refused() {
+        let err = settings(&["--parity-sample-rate", "1.5"])
+            .into_config()
+            .unwrap_err();
+        assert!(err.to_string().contains("between 0 and 1"), "{err}");
+        let err = settings(&["--database-read-url", "postgres://replica/y"])
+            .into_config()
+            .unwrap_err();
+        assert!(err.to_string().contains("without DATABASE_URL"), "{err}");
+        let long = "x".repeat(40);
+        let config = settings(&[
+            "--database-url",
+            "postgres://primary/y",
+            "--database-read-url",
+            "postgres://replica/y",
+            "--jwt-secret",
+            &long,
+            "--token-secret",
+            &long,
+        ])
+        .into_config()
+        .expect("config");
+        assert_eq!(
+            config.read_database.as_ref().map(Secret::expose),
+            Some("postgres://replica/y")
+        );
+        assert!(
+            !format!("{config:?}").contains("replica"),
+            "the URL is redacted"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod bench;
 pub mod codegen;
 pub mod config;
+pub mod counters;
 pub mod db;
 pub mod demo;
 pub mod embedded;

@@ -64,12 +64,55 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Verify { counter } => {
+            let drift = with_migrated_pool(&config, |pool| async move {
+                Ok(statgate::counters::verify(&pool, counter.as_deref()).await?)
+            })
+            .await?;
+            for line in &drift {
+                println!("{}", statgate::counters::describe(line));
+            }
+            if !drift.is_empty() {
+                anyhow::bail!("{} group(s) drifted from live SQL", drift.len());
+            }
+            println!("no drift");
+            Ok(())
+        }
+        Command::Refresh { name } => {
+            let changed = with_migrated_pool(&config, |pool| {
+                let name = name.clone();
+                async move { Ok(statgate::counters::refresh(&pool, &name).await?) }
+            })
+            .await?;
+            println!("{name}: {changed} row(s) rewritten");
+            Ok(())
+        }
         Command::Token { sub, ttl } => {
             let token = Authenticator::new(&config).mint_jwt(&sub, ttl)?;
             println!("{token}");
             Ok(())
         }
     }
+}
+
+/// Opens the database (starting the embedded server if needed), migrates unless
+/// `--no-migrate`, runs `work` on a pool, and stops the embedded server whatever happened.
+async fn with_migrated_pool<T, F, Fut>(config: &statgate::Config, work: F) -> anyhow::Result<T>
+where
+    F: FnOnce(sqlx::PgPool) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let database = DatabaseHandle::open(config).await?;
+    let result = async {
+        let pool = db::connect_pool(&database.url, config).await?;
+        if config.migrate {
+            db::migrate(&pool).await?;
+        }
+        work(pool).await
+    }
+    .await;
+    database.close().await;
+    result
 }
 
 async fn serve(config: statgate::Config) -> anyhow::Result<()> {
