@@ -53,6 +53,8 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub auth: Arc<Authenticator>,
     pub pool: PgPool,
+    /// Where recompute queries run: the `DATABASE_READ_URL` replica, or `pool` itself.
+    pub read_pool: PgPool,
     pub hub: Arc<Hub>,
     pub metrics: Arc<Metrics>,
     pub listener: Arc<ListenerStatus>,
@@ -98,6 +100,14 @@ impl Application {
         }
         let registry = Registry::load(&config.queries_dir)?;
         registry.check(&pool).await?;
+        let read_pool = match &config.read_database {
+            Some(url) => {
+                let read_pool = db::connect_pool(url.expose(), &config).await?;
+                registry.check(&read_pool).await?;
+                read_pool
+            }
+            None => pool.clone(),
+        };
         table::set_database_mode(&pool, config.change_feed).await?;
         if config.demo {
             seed_demo(&pool).await?;
@@ -153,7 +163,8 @@ impl Application {
             ),
         };
         let recompute = Recompute {
-            pool: pool.clone(),
+            pool: read_pool.clone(),
+            parity_sample_rate: config.parity_sample_rate,
             hub: hub.clone(),
             scheduler: scheduler.clone(),
             metrics: metrics.clone(),
@@ -185,6 +196,7 @@ impl Application {
             config: Arc::new(config),
             registry: Arc::new(registry),
             pool,
+            read_pool,
             hub,
             metrics,
             listener: status,
@@ -244,6 +256,7 @@ impl Application {
             let _ = task.await;
         }
         state.pool.close().await;
+        state.read_pool.close().await;
         database.close().await;
         tracing::info!("statgate stopped");
         served

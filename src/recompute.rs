@@ -9,6 +9,12 @@
 //! Failures are isolated: a failed batch is retried signature by signature, so one bad arg set
 //! cannot hold back the others; a signature that keeps failing is retried with back-off and
 //! its followers get an error event. A statement timeout (set on the pool) bounds every run.
+//!
+//! Parity: a query may declare `parity`, the live SQL of the same value. The first value of
+//! every signature, and a configured share of later ones, is compared with it (one more
+//! statement per batch); on divergence the live value is served, a warning names the
+//! signature, and `statgate_parity_divergences` counts it. A stats table that drifted (a
+//! bug in a hand-written trigger, a manual edit) then shows up instead of being pushed.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -118,6 +124,8 @@ pub struct Recompute {
     pub hub: Arc<Hub>,
     pub scheduler: Arc<Scheduler>,
     pub metrics: Arc<Metrics>,
+    /// Share of recomputes (after a signature's first) compared with the query's parity SQL.
+    pub parity_sample_rate: f64,
     pub batch_size: usize,
     pub concurrency: usize,
     /// Time to let changes gather after the first one before a round starts.
@@ -198,6 +206,7 @@ impl Recompute {
         let pending: Vec<Option<i64>> = batch.iter().map(|s| s.take_pending_since()).collect();
         match self.execute(batch).await {
             Ok(values) => {
+                let values = self.check_parity(batch, values).await;
                 for ((signature, value), since) in batch.iter().zip(values).zip(&pending) {
                     self.deliver(signature, value, *since);
                 }
@@ -205,8 +214,10 @@ impl Recompute {
             Err(err) if batch.len() > 1 => {
                 tracing::warn!(query = %batch[0].query.name, signatures = batch.len(), error = %err, "batch recompute failed, retrying one by one");
                 for (signature, since) in batch.iter().zip(&pending) {
-                    match self.execute(std::slice::from_ref(signature)).await {
-                        Ok(mut values) => {
+                    let single = std::slice::from_ref(signature);
+                    match self.execute(single).await {
+                        Ok(values) => {
+                            let mut values = self.check_parity(single, values).await;
                             self.deliver(signature, values.pop().unwrap_or(Value::Null), *since)
                         }
                         Err(err) => self.fail(signature, *since, &err, shutdown),
@@ -274,6 +285,71 @@ impl Recompute {
         let Some(query) = batch.first().map(|s| s.query.clone()) else {
             return Ok(Vec::new());
         };
+        let label = self.metrics.query(&query.name);
+        let started = Instant::now();
+        let result = self.run_statement(&query.statement, batch).await;
+        self.metrics
+            .recompute_duration
+            .get_or_create(&label)
+            .observe(started.elapsed().as_secs_f64());
+        let outcome = match &result {
+            Ok(_) => &self.metrics.recomputes,
+            Err(_) => &self.metrics.recompute_errors,
+        };
+        let count = if result.is_ok() {
+            batch.len() as u64
+        } else {
+            1
+        };
+        outcome.get_or_create(&label).inc_by(count);
+        result
+    }
+
+    /// Compares the values of the signatures due a parity check with their query's live SQL
+    /// and returns the values to serve: the live one wherever the two disagree.
+    async fn check_parity(&self, batch: &[Arc<Signature>], mut values: Vec<Value>) -> Vec<Value> {
+        let Some(statement) = batch.first().and_then(|s| s.query.parity_statement.clone()) else {
+            return values;
+        };
+        let chosen: Vec<usize> = (0..batch.len())
+            .filter(|&i| !batch[i].has_value() || rand::random::<f64>() < self.parity_sample_rate)
+            .collect();
+        if chosen.is_empty() {
+            return values;
+        }
+        let checked: Vec<Arc<Signature>> = chosen.iter().map(|&i| batch[i].clone()).collect();
+        let label = self.metrics.query(&batch[0].query.name);
+        let live = match self.run_statement(&statement, &checked).await {
+            Ok(live) => live,
+            Err(err) => {
+                tracing::warn!(query = %label.query, error = %err, "parity check failed; serving the computed values");
+                return values;
+            }
+        };
+        self.metrics
+            .parity_checks
+            .get_or_create(&label)
+            .inc_by(chosen.len() as u64);
+        for (&index, live) in chosen.iter().zip(live) {
+            let Some(value) = values.get_mut(index) else {
+                continue;
+            };
+            if *value != live {
+                self.metrics.parity_divergences.get_or_create(&label).inc();
+                tracing::warn!(signature = %batch[index].signature, computed = %value, live = %live,
+                    "parity check: the computed value disagrees with the live SQL; serving the live value");
+                *value = live;
+            }
+        }
+        values
+    }
+
+    /// Runs `statement` (a batched statement of the batch's query) for the batch's arg sets.
+    async fn run_statement(
+        &self,
+        statement: &str,
+        batch: &[Arc<Signature>],
+    ) -> Result<Vec<Value>, sqlx::Error> {
         let mut args =
             String::with_capacity(2 + batch.iter().map(|s| s.args_json.len() + 1).sum::<usize>());
         args.push('[');
@@ -284,28 +360,11 @@ impl Recompute {
             args.push_str(&signature.args_json);
         }
         args.push(']');
-        let label = self.metrics.query(&query.name);
-        let started = Instant::now();
         self.metrics.recompute_statements.inc();
-        let result = sqlx::query(&query.statement)
+        let rows = sqlx::query(statement)
             .bind(args)
             .fetch_all(&self.pool)
-            .await;
-        self.metrics
-            .recompute_duration
-            .get_or_create(&label)
-            .observe(started.elapsed().as_secs_f64());
-        let rows = match result {
-            Ok(rows) => rows,
-            Err(err) => {
-                self.metrics.recompute_errors.get_or_create(&label).inc();
-                return Err(err);
-            }
-        };
-        self.metrics
-            .recomputes
-            .get_or_create(&label)
-            .inc_by(batch.len() as u64);
+            .await?;
         let mut values = vec![Value::Null; batch.len()];
         for row in rows {
             let ordinal: i64 = row.try_get(0)?;

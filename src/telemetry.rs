@@ -50,6 +50,8 @@ pub struct Metrics {
     pub recompute_statements: Counter,
     pub recompute_errors: Family<QueryLabel, Counter>,
     pub recompute_duration: Family<QueryLabel, Histogram, fn() -> Histogram>,
+    pub parity_checks: Family<QueryLabel, Counter>,
+    pub parity_divergences: Family<QueryLabel, Counter>,
     pub pushes: Counter,
     pub push_lag: Histogram,
     pub listener_connected: Gauge,
@@ -80,6 +82,8 @@ impl Metrics {
             recomputes: Family::default(),
             recompute_statements: Counter::default(),
             recompute_errors: Family::default(),
+            parity_checks: Family::default(),
+            parity_divergences: Family::default(),
             recompute_duration: Family::new_with_constructor(latency_histogram),
             pushes: Counter::default(),
             push_lag: latency_histogram(),
@@ -136,6 +140,16 @@ impl Metrics {
             "recompute_errors",
             "Failed recompute statements",
             metrics.recompute_errors.clone(),
+        );
+        registry.register(
+            "parity_checks",
+            "Recomputed values compared with their query's live `parity` SQL",
+            metrics.parity_checks.clone(),
+        );
+        registry.register(
+            "parity_divergences",
+            "Parity checks where the live SQL disagreed (the live value was served)",
+            metrics.parity_divergences.clone(),
         );
         registry.register(
             "recompute_duration_seconds",

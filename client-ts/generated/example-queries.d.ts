@@ -3,6 +3,10 @@
 
 /** Every registry query: its args and the value its subscribers receive. */
 export interface StatgateQueries {
+  "measurements/rollups/buckets": {
+    args: { from: string; granularity: string; to: string; type: string; userId: string };
+    result: Array<{ start: string; count: number; sum: number; min: number | null; max: number | null }>;
+  };
   "measurements/rollups/dailyCount": {
     args: { from: string; to: string; type: string; userId: string };
     result: number | null;
@@ -27,8 +31,16 @@ export interface StatgateQueries {
     args: { postId: number | string };
     result: number | null;
   };
+  "posts/stats/reactionsByKind": {
+    args: { postId: number | string };
+    result: Array<{ kind: string; count: number }>;
+  };
   "posts/stats/summary": {
     args: { postId: number | string };
     result: { postId: number; commentCount: number; reactionCount: number } | null;
+  };
+  "users/activity/commentsWritten": {
+    args: { userId: string };
+    result: number | null;
   };
 }

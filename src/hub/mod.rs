@@ -96,6 +96,11 @@ impl Signature {
     pub fn subscriber_count(&self) -> usize {
         self.lock().subscribers.len()
     }
+
+    /// True once a value was published (the first computation has happened).
+    pub fn has_value(&self) -> bool {
+        self.lock().current.is_some()
+    }
 }
 
 /// Outcome of publishing a computed value.

@@ -84,6 +84,9 @@ pub struct Query {
     pub returns: Returns,
     pub auth: Vec<AuthRule>,
     pub watch: Vec<WatchSpec>,
+    /// `parity = "<live SQL>"`: the batched statement of a query computing the same value
+    /// from source tables, to catch a drifted stats table (see `recompute`).
+    pub parity_statement: Option<String>,
 }
 
 /// Why a caller may not subscribe to these args.
@@ -235,20 +238,22 @@ impl Registry {
             message: err.to_string(),
         })?;
         for query in self.queries.values() {
-            let args_type = <String as sqlx::Type<sqlx::Postgres>>::type_info();
-            let prepared = conn
-                .prepare_with(query.statement.as_str(), &[args_type])
-                .await;
-            if let Err(err) = prepared {
-                let message = match err.as_database_error() {
-                    Some(db) => db.message().to_owned(),
-                    None => err.to_string(),
-                };
-                return Err(RegistryError::Prepare {
-                    path: query.file.clone(),
-                    query: query.name.clone(),
-                    message,
-                });
+            let statements =
+                std::iter::once(&query.statement).chain(query.parity_statement.as_ref());
+            for statement in statements {
+                let args_type = <String as sqlx::Type<sqlx::Postgres>>::type_info();
+                let prepared = conn.prepare_with(statement.as_str(), &[args_type]).await;
+                if let Err(err) = prepared {
+                    let message = match err.as_database_error() {
+                        Some(db) => db.message().to_owned(),
+                        None => err.to_string(),
+                    };
+                    return Err(RegistryError::Prepare {
+                        path: query.file.clone(),
+                        query: query.name.clone(),
+                        message,
+                    });
+                }
             }
         }
         Ok(())
@@ -304,7 +309,7 @@ fn parse_query(name: &str, file: &Path, definition: &toml::Value) -> Result<Quer
     if let Some(unknown) = table.keys().find(|key| {
         !matches!(
             key.as_str(),
-            "sql" | "args" | "returns" | "watch" | "auth" | "description"
+            "sql" | "args" | "returns" | "watch" | "auth" | "description" | "parity"
         )
     }) {
         return Err(format!("unknown key `{unknown}`"));
@@ -370,6 +375,15 @@ fn parse_query(name: &str, file: &Path, definition: &toml::Value) -> Result<Quer
     let bound = sql::bind_placeholders(&sql, &args)?;
     let statement = sql::batch_statement(&bound, returns);
     let columns_statement = sql::columns_statement(&bound);
+    let parity_statement = match table.get("parity") {
+        Some(toml::Value::String(parity)) => {
+            let bound = sql::bind_placeholders(parity.trim(), &args)
+                .map_err(|message| format!("parity: {message}"))?;
+            Some(sql::batch_statement(&bound, returns))
+        }
+        Some(_) => return Err("`parity` must be the SQL of the live value, as a string".into()),
+        None => None,
+    };
     Ok(Query {
         name: name.to_owned(),
         file: file.to_owned(),
@@ -380,6 +394,7 @@ fn parse_query(name: &str, file: &Path, definition: &toml::Value) -> Result<Quer
         returns,
         auth,
         watch,
+        parity_statement,
     })
 }
 
@@ -492,6 +507,8 @@ watch = [{ table = "post_stats", match = { post_id = ":postId" } }]
             ("[q]\nsql = \"select 1\"\nwatch = [{ table = \"t\", match = { c = \":nope\" } }]", ":nope"),
             ("[q]\nsql = \"select 1\"\nreturns = \"many\"\nwatch = []", "returns"),
             ("[q]\nsql = \"select 1\"\nauth = { x = \"sub\" }\nwatch = []", "not a declared arg"),
+            ("[q]\nsql = \"select 1\"\nparity = \"select :y\"\nwatch = []", "parity: placeholder :y names no declared arg"),
+            ("[q]\nsql = \"select 1\"\nparity = 1\nwatch = []", "`parity` must be the SQL"),
             ("[q\n", "invalid TOML"),
         ] {
             let err = load(toml).expect_err(toml).to_string();

@@ -88,3 +88,54 @@ async fn the_committed_typescript_types_match_the_example_registry() {
          `statgate codegen ts --out client-ts/generated/example-queries.d.ts`"
     );
 }
+
+#[tokio::test]
+async fn verify_exits_non_zero_on_drift_and_refresh_repairs_it() {
+    let (url, db) = fresh_database().await;
+    sqlx::query("select statgate_demo_seed()")
+        .execute(&db)
+        .await
+        .expect("seed");
+    let stdout =
+        |output: &std::process::Output| String::from_utf8_lossy(&output.stdout).into_owned();
+
+    let clean = statgate(&url, &queries_dir(), &["verify"]);
+    assert!(
+        clean.status.success(),
+        "{}",
+        String::from_utf8_lossy(&clean.stderr)
+    );
+    assert!(stdout(&clean).contains("no drift"));
+
+    sqlx::query("update author_comment_counts set count = count + 5 where author_id = 'bob'")
+        .execute(&db)
+        .await
+        .expect("corrupt a counter");
+    let drifted = statgate(&url, &queries_dir(), &["verify"]);
+    assert!(!drifted.status.success());
+    assert!(
+        stdout(&drifted).contains(r#"author_comment_counts {"author_id":"bob"}"#),
+        "{}",
+        stdout(&drifted)
+    );
+
+    let unknown = statgate(&url, &queries_dir(), &["verify", "--counter", "nope"]);
+    assert!(!unknown.status.success());
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("no counter or rollup named \"nope\"")
+    );
+
+    let refreshed = statgate(&url, &queries_dir(), &["refresh", "author_comment_counts"]);
+    assert!(
+        refreshed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&refreshed.stderr)
+    );
+    assert!(stdout(&refreshed).contains("author_comment_counts: 1 row(s) rewritten"));
+    let again = statgate(
+        &url,
+        &queries_dir(),
+        &["verify", "--counter", "author_comment_counts"],
+    );
+    assert!(again.status.success(), "{}", stdout(&again));
+}

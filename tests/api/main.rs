@@ -1,6 +1,7 @@
 //! Black-box tests: the real gateway against a real PostgreSQL, over real HTTP and WebSockets.
 
 mod cli;
+mod counters;
 mod demo;
 mod feed;
 mod helpers;

@@ -66,9 +66,12 @@ async fn one_big_insert_notifies_a_handful_of_times_and_a_move_names_both_posts(
     while let Ok(Ok(notification)) =
         tokio::time::timeout(Duration::from_millis(500), listener.recv()).await
     {
-        notifications += 1;
         let change =
             statgate::listener::parse_payload(notification.payload()).expect("payload parses");
+        if change.table.table == "author_comment_counts" {
+            continue; // the example's other counter on comments (migrations/0006)
+        }
+        notifications += 1;
         assert_eq!(change.table.table, "post_stats");
         for value in &change.rows["post_id"] {
             named.insert(value.as_i64().expect("post id"));
