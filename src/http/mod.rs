@@ -40,23 +40,29 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// 200 only while the LISTEN connection and the pool both work.
+/// 200 only while the LISTEN connection and the pools (primary and read replica) work.
 async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     if !state.listener.is_connected() {
         return Err(ApiError::NotReady("the LISTEN connection is down".into()));
     }
-    let ping = sqlx::query("select 1").execute(&state.pool);
+    ping(&state.pool, "database pool").await?;
+    if state.config.read_database.is_some() {
+        ping(&state.read_pool, "read replica pool").await?;
+    }
+    Ok(Json(json!({ "status": "ready" })))
+}
+
+async fn ping(pool: &sqlx::PgPool, what: &str) -> Result<(), ApiError> {
+    let ping = sqlx::query("select 1").execute(pool);
     match tokio::time::timeout(Duration::from_secs(2), ping).await {
-        Ok(Ok(_)) => Ok(Json(json!({ "status": "ready" }))),
+        Ok(Ok(_)) => Ok(()),
         Ok(Err(err)) => {
-            tracing::warn!(error = %err, "readiness: pool check failed");
-            Err(ApiError::NotReady(
-                "the database pool is not answering".into(),
-            ))
+            tracing::warn!(error = %err, "readiness: {what} check failed");
+            Err(ApiError::NotReady(format!("the {what} is not answering")))
         }
-        Err(_) => Err(ApiError::NotReady(
-            "the database pool did not answer within 2 s".into(),
-        )),
+        Err(_) => Err(ApiError::NotReady(format!(
+            "the {what} did not answer within 2 s"
+        ))),
     }
 }
 

@@ -8,6 +8,7 @@ mod helpers;
 mod load;
 mod matching;
 mod realtime;
+mod replica;
 mod resilience;
 mod soak;
 mod subscribe;
