@@ -222,6 +222,34 @@ pub struct Settings {
         global = true
     )]
     pub max_messages_per_sec: u32,
+    /// Largest canonical args JSON of one subscription, in bytes (the args travel in the
+    /// subscription token, which travels in a URL).
+    #[arg(
+        long,
+        env = "STATGATE_MAX_ARGS_BYTES",
+        default_value_t = 4096,
+        global = true
+    )]
+    pub max_args_bytes: usize,
+    /// Seconds a socket may hold no subscription before it is closed with 4008 (0: never).
+    #[arg(
+        long,
+        env = "STATGATE_IDLE_TIMEOUT_SECS",
+        default_value_t = 300,
+        global = true
+    )]
+    pub idle_timeout_secs: u64,
+    /// Take the client address for per-address limits from the last `X-Forwarded-For` entry
+    /// (the address the proxy in front saw). Only behind a proxy that sets it: a client
+    /// reaching statgate directly could otherwise pick its own address.
+    #[arg(
+        long,
+        env = "STATGATE_TRUST_FORWARDED_FOR",
+        default_value = "off",
+        value_parser = parse_switch,
+        global = true
+    )]
+    pub trust_forwarded_for: bool,
     /// Seconds a socket may fail to drain its outbox before it is closed with 4009.
     #[arg(
         long,
@@ -439,6 +467,10 @@ pub struct Limits {
     pub max_frame_bytes: usize,
     pub max_subscriptions_per_socket: usize,
     pub max_messages_per_sec: u32,
+    pub max_args_bytes: usize,
+    /// Zero: sockets without subscriptions stay open.
+    pub idle_timeout: Duration,
+    pub trust_forwarded_for: bool,
     pub subscribe_per_sec_per_user: u32,
     pub subscribe_per_sec_per_ip: u32,
     pub max_sockets_per_user: usize,
@@ -456,6 +488,7 @@ impl Settings {
             ("STATGATE_HEARTBEAT_SECS", self.heartbeat_secs),
             ("STATGATE_TOKEN_TTL_SECS", self.token_ttl_secs),
             ("STATGATE_SLOW_CONSUMER_SECS", self.slow_consumer_secs),
+            ("STATGATE_MAX_ARGS_BYTES", self.max_args_bytes as u64),
             ("STATGATE_RECOMPUTE_BATCH", self.recompute_batch as u64),
             (
                 "STATGATE_RECOMPUTE_CONCURRENCY",
@@ -504,6 +537,9 @@ impl Settings {
                 max_frame_bytes: self.max_frame_bytes,
                 max_subscriptions_per_socket: self.max_subscriptions_per_socket,
                 max_messages_per_sec: self.max_messages_per_sec,
+                max_args_bytes: self.max_args_bytes,
+                idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+                trust_forwarded_for: self.trust_forwarded_for,
                 subscribe_per_sec_per_user: self.subscribe_per_sec_per_user,
                 subscribe_per_sec_per_ip: self.subscribe_per_sec_per_ip,
                 max_sockets_per_user: self.max_sockets_per_user,
@@ -574,6 +610,9 @@ impl Config {
                 max_frame_bytes: 16 * 1024,
                 max_subscriptions_per_socket: 1000,
                 max_messages_per_sec: 1000,
+                max_args_bytes: 4096,
+                idle_timeout: Duration::ZERO,
+                trust_forwarded_for: false,
                 subscribe_per_sec_per_user: 0,
                 subscribe_per_sec_per_ip: 0,
                 max_sockets_per_user: 0,

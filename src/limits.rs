@@ -6,7 +6,8 @@
 //! may burst to twice its per-second rate (a page subscribing to a few dozen counters at load
 //! is normal), then is held to the rate. The per-IP check runs before the JWT is verified, so a
 //! flood of forged requests costs the gateway almost nothing. Behind a proxy every request
-//! shares the proxy's address: raise or disable the per-IP limit there.
+//! shares the proxy's address, unless `STATGATE_TRUST_FORWARDED_FOR` is on: then
+//! [`client_address`] takes the last `X-Forwarded-For` entry, the address the proxy saw.
 
 use std::hash::Hash;
 use std::net::IpAddr;
@@ -15,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::HeaderMap;
 use dashmap::DashMap;
 
 use governor::clock::{Clock, DefaultClock};
@@ -157,8 +159,48 @@ fn give_back<K: Eq + Hash>(counts: &DashMap<K, usize>, key: &K) {
     });
 }
 
+/// The client's address for per-address limits: the TCP peer, or, when the proxy in front is
+/// trusted, the last `X-Forwarded-For` entry (the one that proxy appended; earlier entries
+/// come from the client and prove nothing). A missing or malformed header means the peer.
+pub fn client_address(peer: IpAddr, headers: &HeaderMap, trust_forwarded_for: bool) -> IpAddr {
+    if !trust_forwarded_for {
+        return peer;
+    }
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .next_back()
+        .and_then(|value| value.to_str().ok())
+        .and_then(|list| list.rsplit(',').next())
+        .and_then(|last| last.trim().parse().ok())
+        .unwrap_or(peer)
+}
+
 #[cfg(test)]
 mod tests {
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn the_client_address_is_the_last_forwarded_entry_only_when_the_proxy_is_trusted() {
+        let peer: IpAddr = "10.0.0.9".parse().expect("ip");
+        let mut headers = HeaderMap::new();
+        headers.append(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 203.0.113.7"),
+        );
+        assert_eq!(client_address(peer, &headers, false), peer);
+        assert_eq!(
+            client_address(peer, &headers, true),
+            "203.0.113.7".parse::<IpAddr>().expect("ip")
+        );
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("not an address"),
+        );
+        assert_eq!(client_address(peer, &headers, true), peer);
+        assert_eq!(client_address(peer, &HeaderMap::new(), true), peer);
+    }
+
     use super::*;
 
     #[test]

@@ -17,6 +17,10 @@ pub enum ApiError {
     InvalidJson(String),
     #[error("{0}")]
     InvalidArgs(#[from] ArgsError),
+    #[error(
+        "args are {size} bytes once canonical; the limit is {limit} (STATGATE_MAX_ARGS_BYTES)"
+    )]
+    ArgsTooLarge { size: usize, limit: usize },
     #[error("{0}")]
     InvalidRequest(String),
     #[error("unknown query {0:?}")]
@@ -70,9 +74,10 @@ impl From<Forbidden> for ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::InvalidJson(_) | ApiError::InvalidArgs(_) | ApiError::InvalidRequest(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            ApiError::InvalidJson(_)
+            | ApiError::InvalidArgs(_)
+            | ApiError::ArgsTooLarge { .. }
+            | ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::UnknownQuery(_) | ApiError::NotFound(_) | ApiError::Missing(_) => {
                 StatusCode::NOT_FOUND
             }
@@ -92,7 +97,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::InvalidJson(_) => "invalid_json",
-            ApiError::InvalidArgs(_) => "invalid_args",
+            ApiError::InvalidArgs(_) | ApiError::ArgsTooLarge { .. } => "invalid_args",
             ApiError::InvalidRequest(_) => "invalid_request",
             ApiError::UnknownQuery(_) => "unknown_query",
             ApiError::Unauthorized(AuthError::UserMismatch) => "forbidden",

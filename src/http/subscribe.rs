@@ -60,9 +60,11 @@ pub async fn subscribe(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<SubscribeReply>, ApiError> {
+    let client =
+        crate::limits::client_address(peer.ip(), &headers, state.config.limits.trust_forwarded_for);
     let outcome = state
         .subscribe_limits
-        .check_ip(peer.ip())
+        .check_ip(client)
         .map_err(ApiError::from)
         .and_then(|()| handle(&state, &headers, body));
     let label = OutcomeLabel {
@@ -111,6 +113,13 @@ fn handle(
         .get(&request.query_name)
         .ok_or_else(|| ApiError::UnknownQuery(request.query_name.clone()))?;
     let args = query.validate(&request.args)?;
+    let limit = state.config.limits.max_args_bytes;
+    if args.json.len() > limit {
+        return Err(ApiError::ArgsTooLarge {
+            size: args.json.len(),
+            limit,
+        });
+    }
     query.authorize(&args, &claims)?;
     let (token, token_claims) = state.auth.sign_token(&claims.sub, &query.name, &args.json);
     let expires_at = DateTime::<Utc>::from_timestamp(token_claims.expires as i64, 0)

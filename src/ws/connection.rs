@@ -57,6 +57,8 @@ struct Connection {
     subscriptions: Subscriptions,
     window_start: Instant,
     window_messages: u32,
+    /// Since when the socket holds no subscription (for the idle timeout).
+    idle_since: Option<Instant>,
 }
 
 pub async fn run(
@@ -78,6 +80,7 @@ pub async fn run(
         jwt_expires: claims.exp,
         window_start: Instant::now(),
         window_messages: 0,
+        idle_since: Some(Instant::now()),
         state,
     };
     if let Some(subscription) = initial {
@@ -120,9 +123,14 @@ impl Connection {
         let mut last_seen = Instant::now();
         let shutdown = self.state.shutdown.clone();
         let mut frames = Vec::new();
+        let idle_timeout = self.state.config.limits.idle_timeout;
         loop {
             let jwt_deadline =
                 Instant::now() + Duration::from_secs(self.jwt_expires.saturating_sub(now_secs()));
+            let idle_deadline = self
+                .idle_since
+                .filter(|_| !idle_timeout.is_zero())
+                .map(|since| since + idle_timeout);
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return Exit::Close(CloseReason::ShuttingDown),
@@ -156,6 +164,9 @@ impl Connection {
                         Ok(Err(_)) => return Exit::Gone,
                         Err(_) => return Exit::Close(CloseReason::SlowConsumer),
                     }
+                }
+                _ = tokio::time::sleep_until(idle_deadline.unwrap_or(jwt_deadline)), if idle_deadline.is_some() => {
+                    return Exit::Close(CloseReason::Idle);
                 }
                 _ = tokio::time::sleep_until(jwt_deadline) => {
                     self.outbox.push_control(protocol::error(&None, "auth_expired", "authToken expired: send an auth frame with a fresh one before it does"));
@@ -298,6 +309,7 @@ impl Connection {
         self.subscriptions
             .by_signature
             .insert(signature.signature.clone(), signature);
+        self.idle_since = None;
     }
 
     fn unsubscribe(&mut self, id: &Option<Value>, signature: &str) {
@@ -305,6 +317,9 @@ impl Connection {
             Some(existing) => {
                 self.state.hub.detach(&existing, self.subscriptions.socket);
                 self.outbox.forget(existing.id);
+                if self.subscriptions.by_signature.is_empty() {
+                    self.idle_since = Some(Instant::now());
+                }
                 self.reply(protocol::unsubscribed(id, signature));
             }
             None => self.reply(protocol::error(

@@ -91,7 +91,12 @@ pub async fn upgrade(
     match authorize(&state, &headers, params) {
         Ok((claims, initial)) => match upgrade {
             Ok(upgrade) => {
-                let slot = match state.socket_limits.acquire(&claims.sub, peer.ip()) {
+                let client = crate::limits::client_address(
+                    peer.ip(),
+                    &headers,
+                    state.config.limits.trust_forwarded_for,
+                );
+                let slot = match state.socket_limits.acquire(&claims.sub, client) {
                     Ok(slot) => slot,
                     Err(scope) => return ApiError::TooManySockets { scope }.into_response(),
                 };

@@ -143,6 +143,7 @@ pub enum CloseReason {
     RateLimited,
     TooManyReplies,
     SlowConsumer,
+    Idle,
 }
 
 /// The close code and reason of each [`CloseReason`], in one place (SPEC §5).
@@ -156,6 +157,7 @@ pub fn close_frame(reason: CloseReason) -> CloseFrame {
         CloseReason::RateLimited => (4008, "too many messages per second"),
         CloseReason::TooManyReplies => (4008, "too many unread replies"),
         CloseReason::SlowConsumer => (4009, "slow consumer: the socket could not drain its outbox"),
+        CloseReason::Idle => (4008, "idle: no subscription within the idle timeout"),
     };
     CloseFrame {
         code,

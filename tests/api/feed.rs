@@ -22,9 +22,9 @@ async fn rows_in_change_table(db: &PgPool) -> i64 {
     sqlx::query_scalar(
         "select count(*) from statgate.changes where payload::jsonb ->> 'table' = 'post_stats'",
     )
-        .fetch_one(db)
-        .await
-        .expect("count changes")
+    .fetch_one(db)
+    .await
+    .expect("count changes")
 }
 
 #[tokio::test]

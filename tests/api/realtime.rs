@@ -351,3 +351,88 @@ async fn an_expiring_jwt_closes_with_4001_unless_refreshed_by_the_same_user() {
         "the refreshed socket outlived its first JWT"
     );
 }
+
+#[tokio::test]
+async fn a_socket_without_subscriptions_closes_with_4008_after_the_idle_timeout() {
+    let app =
+        TestApp::spawn_with(|config| config.limits.idle_timeout = Duration::from_secs(1)).await;
+    let (token, signature) = app
+        .subscribe("u1", "posts/stats/commentCount", json!({"postId": 1}))
+        .await;
+    let mut bare = app.connect("u1", None).await;
+    let mut busy = app.connect("u1", Some(&token)).await;
+    let mut emptied = app.connect("u1", Some(&token)).await;
+    send_text(
+        &mut emptied,
+        &json!({"type": "unsubscribe", "signature": signature}).to_string(),
+    )
+    .await;
+
+    let (code, reason) = close_of(&mut bare).await;
+    assert_eq!(code, 4008);
+    assert!(reason.starts_with("idle"), "{reason}");
+    let (code, _) = close_of(&mut emptied).await;
+    assert_eq!(
+        code, 4008,
+        "a socket whose last subscription went is idle too"
+    );
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    send_text(&mut busy, "ping").await;
+    assert_eq!(
+        wait_for(&mut busy, WAIT, |e| e["event"] == "pong").await,
+        json!({"event": "pong"}),
+        "a socket holding a subscription is not idle"
+    );
+}
+
+#[tokio::test]
+async fn a_rotated_jwt_secret_list_accepts_tokens_of_every_listed_secret_on_an_open_socket() {
+    use statgate::auth::Authenticator;
+    use statgate::config::{Config, Secret};
+    let old = "old-jwt-secret-0123456789abcdefghijklmnop";
+    let new = "new-jwt-secret-0123456789abcdefghijklmnop";
+    // Mid-rotation the gateway lists the new secret first and still accepts the old one.
+    let app =
+        TestApp::spawn_with(|config| config.jwt_secrets = vec![Secret::new(new), Secret::new(old)])
+            .await;
+    let signer = |secret: &str| {
+        let mut config = Config::for_tests("postgres://unused/x".into(), "queries".into());
+        config.jwt_secrets = vec![Secret::new(secret)];
+        Authenticator::new(&config)
+    };
+    let jwt = |secret: &str| {
+        signer(secret)
+            .mint_jwt("u1", Duration::from_secs(3600))
+            .expect("jwt")
+    };
+    let (token, _) = app
+        .subscribe("u1", "posts/stats/commentCount", json!({"postId": 1}))
+        .await;
+    let url = format!(
+        "ws://{}/realtime/ws?authToken={}&token={token}",
+        app.address,
+        jwt(old)
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .expect("a JWT of the old secret still opens a socket");
+    send_text(
+        &mut ws,
+        &json!({"type": "auth", "authToken": jwt(new), "id": 1}).to_string(),
+    )
+    .await;
+    let refreshed = wait_for(&mut ws, WAIT, |e| {
+        e["event"] == "authenticated" || e["event"] == "error"
+    })
+    .await;
+    assert_eq!(refreshed["event"], "authenticated", "{refreshed}");
+    send_text(
+        &mut ws,
+        &json!({"type": "auth", "authToken": jwt("retired-jwt-secret-0123456789abcdefghijk"), "id": 2}).to_string(),
+    )
+    .await;
+    let refused = wait_for(&mut ws, WAIT, |e| e["event"] == "error").await;
+    assert_eq!(refused["payload"]["code"], "unauthorized", "{refused}");
+    assert_eq!(refused["payload"]["id"], 2);
+}

@@ -285,3 +285,56 @@ async fn subscribe_requests_over_the_rate_get_429_with_retry_after_per_user_and_
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn args_over_the_size_limit_get_400_invalid_args_naming_the_setting() {
+    let app = TestApp::spawn_with(|config| config.limits.max_args_bytes = 64).await;
+    let subscribe = |ids: Vec<i64>| {
+        app.post_subscribe(json!({"queryName": "posts/stats/counts", "args": {"postIds": ids}, "authToken": app.jwt("u1")}))
+    };
+    assert_eq!(subscribe(vec![1, 2, 3]).await.status(), 200);
+    let refused = subscribe((1..=40).collect()).await;
+    assert_eq!(refused.status(), 400);
+    let body: Value = refused.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "invalid_args");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("the limit is 64") && message.contains("STATGATE_MAX_ARGS_BYTES"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn the_forwarded_address_counts_for_per_address_limits_only_behind_a_trusted_proxy() {
+    for trusted in [true, false] {
+        let app = TestApp::spawn_with(|config| {
+            config.limits.subscribe_per_sec_per_ip = 1;
+            config.limits.trust_forwarded_for = trusted;
+        })
+        .await;
+        let request = |client: &'static str| {
+            app.http
+                .post(app.url("/realtime/subscribe"))
+                .header("x-forwarded-for", format!("198.51.100.1, {client}"))
+                .json(&json!({"queryName": "posts/stats/commentCount", "args": {"postId": 1}, "authToken": app.jwt("u1")}))
+                .send()
+        };
+        // Each address may burst to twice its rate (2), then is refused.
+        for _ in 0..2 {
+            assert_eq!(request("203.0.113.1").await.expect("sent").status(), 200);
+        }
+        assert_eq!(request("203.0.113.1").await.expect("sent").status(), 429);
+        let other_client = request("203.0.113.2").await.expect("sent").status();
+        if trusted {
+            assert_eq!(
+                other_client, 200,
+                "another client behind the proxy has its own budget"
+            );
+        } else {
+            assert_eq!(
+                other_client, 429,
+                "the header is ignored: every request is the peer's"
+            );
+        }
+    }
+}
