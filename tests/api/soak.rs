@@ -3,6 +3,8 @@
 //! socket holds the database's value for every signature it follows, versions never went back,
 //! and once the sockets close nothing is left behind (no connection, subscription, signature or
 //! due recompute). RSS of the test process (gateway and clients) is printed before and after.
+//! Every warning and error the soak's runtime logs is captured: no error-level line may
+//! appear, and every warning must be one the injected faults explain.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -39,8 +41,107 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn soak_with_churn_writers_a_listener_kill_and_a_restart_loses_no_value() {
+/// Log lines written by the soak's threads (a `MakeWriter` for `tracing_subscriber::fmt`).
+#[derive(Clone, Default)]
+struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
+    type Writer = CapturedLogs;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+impl CapturedLogs {
+    fn lines(&self) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().expect("lock"))
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// Warnings the soak's faults cause: the listener's backend killed and PostgreSQL restarted
+/// (connections lost and re-established, recomputes and readiness checks failing meanwhile).
+const EXPECTED_WARNINGS: &[&str] = &[
+    "statgate::listener",
+    "statgate::recompute",
+    "statgate::http",
+    "statgate::app",
+    // sqlx finds the connections the restart cut when they come back to a pool.
+    "sqlx_core::pool",
+];
+
+/// The soak runs on its own runtime whose threads log to a capture: other tests in this process
+/// log to the global subscriber, so their lines cannot be mistaken for the soak's.
+#[test]
+fn soak_with_churn_writers_a_listener_kill_and_a_restart_loses_no_value() {
+    let logs = CapturedLogs::default();
+    let dispatch = tracing::Dispatch::new(
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+            .without_time()
+            .with_ansi(false)
+            .with_writer(logs.clone())
+            .finish(),
+    );
+    let for_threads = dispatch.clone();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .on_thread_start(move || {
+            // for the thread's whole life: the guard is never dropped.
+            std::mem::forget(tracing::dispatcher::set_default(&for_threads));
+        })
+        .build()
+        .expect("runtime");
+    tracing::dispatcher::with_default(&dispatch, || runtime.block_on(soak()));
+    drop(runtime);
+
+    let lines = logs.lines();
+    let errors: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.trim_start().starts_with("ERROR"))
+        .collect();
+    let unexpected: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.trim_start().starts_with("WARN"))
+        .filter(|l| {
+            !EXPECTED_WARNINGS
+                .iter()
+                .any(|target| l.contains(&format!(" {target}")))
+        })
+        .collect();
+    println!(
+        "soak logs: {} lines at warn or above, {} errors, {} unexpected warnings",
+        lines.len(),
+        errors.len(),
+        unexpected.len()
+    );
+    for line in &lines {
+        println!("  {line}");
+    }
+    assert!(
+        errors.is_empty(),
+        "error-level lines during the soak: {errors:#?}"
+    );
+    assert!(
+        unexpected.is_empty(),
+        "warnings the faults do not explain: {unexpected:#?}"
+    );
+}
+
+async fn soak() {
     let (mut private, db) = PrivateServer::start("soak").await;
     let url = private.url.clone();
     let app = Arc::new(TestApp::spawn_on(url, db, |_| {}).await);
