@@ -293,6 +293,11 @@ fn collect_files(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), RegistryErr
             source,
         })?;
         let path = entry.path();
+        // Hidden entries are not queries: a Kubernetes ConfigMap volume holds `..data` and
+        // timestamped `..2026_…` folders beside its files, which would load every query again.
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
         if path.is_dir() {
             collect_files(&path, files)?;
         } else if path.extension().is_some_and(|ext| ext == "toml") {
@@ -494,6 +499,19 @@ watch = [{ table = "post_stats", match = { post_id = ":postId" } }]
             query.signature(&canonical),
             r#"posts/stats/commentCount::{"postId":17}"#
         );
+    }
+
+    #[test]
+    fn hidden_folders_such_as_a_configmap_volume_s_are_not_loaded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for folder in ["posts", "..data/posts", ".git"] {
+            std::fs::create_dir_all(dir.path().join(folder)).expect("mkdir");
+            std::fs::write(dir.path().join(folder).join("stats.toml"), COMMENT_COUNT)
+                .expect("write");
+        }
+        let registry = Registry::load(dir.path()).expect("loads");
+        let names: Vec<&str> = registry.queries().map(|q| q.name.as_str()).collect();
+        assert_eq!(names, ["posts/stats/commentCount"]);
     }
 
     #[test]

@@ -12,4 +12,5 @@ mod replica;
 mod resilience;
 mod soak;
 mod subscribe;
+mod tls;
 mod triggers;
