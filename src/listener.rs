@@ -196,10 +196,19 @@ impl Listener {
         probe_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sequence = 0u64;
         let mut outstanding: Option<String> = None;
+        // Probes are sent from their own task, so a busy pool never holds up this loop; one
+        // that could not be sent is reported back here and not waited for.
+        let (unsent_tx, mut unsent) = mpsc::channel::<String>(4);
         loop {
             let received = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 received = listener.try_recv() => received,
+                Some(tag) = unsent.recv() => {
+                    if outstanding.as_deref() == Some(tag.as_str()) {
+                        outstanding = None;
+                    }
+                    continue;
+                }
                 _ = probe_tick.tick(), if self.canary.is_some() => {
                     if let Some(tag) = &outstanding {
                         self.metrics.canary_failures.inc();
@@ -207,7 +216,7 @@ impl Listener {
                         return;
                     }
                     sequence += 1;
-                    outstanding = self.send_probe(sequence).await;
+                    outstanding = self.send_probe(sequence, unsent_tx.clone());
                     continue;
                 }
             };
@@ -243,27 +252,29 @@ impl Listener {
         }
     }
 
-    /// Sends probe `sequence` through the pool; returns its tag, or `None` if it could not be
-    /// sent (then there is nothing to wait for).
-    async fn send_probe(&self, sequence: u64) -> Option<String> {
+    /// Starts sending probe `sequence` through the pool and returns its tag; if it cannot be
+    /// sent within half an interval, the tag comes back on `unsent` (nothing to wait for).
+    fn send_probe(&self, sequence: u64, unsent: mpsc::Sender<String>) -> Option<String> {
         let canary = self.canary.as_ref()?;
         let tag = format!("{}:{sequence}", canary.gateway_id);
         let payload = serde_json::json!({ "canary": tag }).to_string();
-        let send = sqlx::query("select pg_notify($1, $2)")
-            .bind(CHANNEL)
-            .bind(&payload)
-            .execute(&canary.pool);
-        match tokio::time::timeout(canary.every / 2, send).await {
-            Ok(Ok(_)) => Some(tag),
-            Ok(Err(err)) => {
-                tracing::warn!(error = %err, "change-feed probe could not be sent");
-                None
-            }
-            Err(_) => {
-                tracing::warn!("change-feed probe could not be sent in time");
-                None
-            }
-        }
+        let pool = canary.pool.clone();
+        let within = canary.every / 2;
+        let sent_tag = tag.clone();
+        tokio::spawn(async move {
+            let send = sqlx::query("select pg_notify($1, $2)")
+                .bind(CHANNEL)
+                .bind(&payload)
+                .execute(&pool);
+            let failure = match tokio::time::timeout(within, send).await {
+                Ok(Ok(_)) => return,
+                Ok(Err(err)) => err.to_string(),
+                Err(_) => format!("not sent within {} ms", within.as_millis()),
+            };
+            tracing::warn!(error = %failure, "change-feed probe could not be sent");
+            let _ = unsent.send(sent_tag).await;
+        });
+        Some(tag)
     }
 }
 

@@ -42,6 +42,23 @@ impl Drop for Subscriptions {
     }
 }
 
+/// Counts the connection in `statgate_connections` for as long as it lives, however it ends
+/// (a panic in the task unwinds through this guard too).
+struct Counted(Arc<crate::telemetry::Metrics>);
+
+impl Counted {
+    fn new(metrics: &Arc<crate::telemetry::Metrics>) -> Self {
+        metrics.connections.inc();
+        Counted(metrics.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.connections.dec();
+    }
+}
+
 /// Why the loop stopped.
 enum Exit {
     Close(CloseReason),
@@ -68,7 +85,7 @@ pub async fn run(
     initial: Option<VerifiedSubscription>,
 ) {
     let socket_id = state.next_socket.fetch_add(1, Ordering::Relaxed);
-    state.metrics.connections.inc();
+    let _counted = Counted::new(&state.metrics);
     let mut connection = Connection {
         outbox: Arc::new(Outbox::new()),
         subscriptions: Subscriptions {
@@ -87,7 +104,6 @@ pub async fn run(
         connection.attach(subscription);
     }
     connection.serve(socket).await;
-    connection.state.metrics.connections.dec();
 }
 
 impl Connection {
@@ -242,6 +258,10 @@ impl Connection {
     }
 
     fn on_text(&mut self, text: &str) -> Option<Exit> {
+        #[cfg(feature = "fault-injection")]
+        if text == "__panic__" {
+            panic!("fault injection: a panic inside one connection's task");
+        }
         let request = match protocol::parse_frame(text) {
             Ok(request) => request,
             Err(bad) => {

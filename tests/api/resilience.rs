@@ -10,8 +10,8 @@ use sqlx::PgPool;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::{
-    close_of, converge_to, next_event, send_text, wait_for, wait_until_ready, PrivateServer,
-    Received, TestApp, Ws,
+    close_of, converge_to, next_event, send_text, wait_for, wait_until, wait_until_ready,
+    PrivateServer, Received, TestApp, Ws,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -449,4 +449,87 @@ async fn a_subscription_whose_query_fails_does_not_hold_back_the_others() {
             .is_some_and(|m| m.contains("division by zero")),
         "{error}"
     );
+}
+
+#[tokio::test]
+async fn a_panic_in_one_connections_task_closes_only_that_connection() {
+    let app = TestApp::spawn().await;
+    let post = app.new_post().await;
+    let (signature, mut survivor, mut received) = app.watch_comments(post).await;
+    let (_, mut doomed, _) = app.watch_comments(post).await;
+
+    // `__panic__` panics the socket's task (the fault-injection feature, on in tests only).
+    send_text(&mut doomed, "__panic__").await;
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(message)) = doomed.next().await {
+            if message.is_close() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the panicking connection ended");
+
+    app.add_comment(post).await;
+    converge_to(&mut survivor, &mut received, &signature, json!(1)).await;
+    wait_until(
+        Duration::from_secs(10),
+        "the panicked connection released its gauge and subscription",
+        || app.state.metrics.connections.get() == 1 && app.state.metrics.subscriptions.get() == 1,
+    )
+    .await;
+    let health = app
+        .http
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(health.status(), 200, "the process goes on");
+}
+
+#[tokio::test]
+async fn an_exhausted_pool_holds_back_neither_the_listener_nor_the_canary() {
+    let app = TestApp::spawn_with(|config| {
+        config.pool_size = 2;
+        config.feed_canary = Duration::from_secs(2);
+    })
+    .await;
+    let post = app.new_post().await;
+    let (signature, mut ws, mut received) = app.watch_comments(post).await;
+
+    // Every pool connection taken for longer than a probe interval: recomputes and canary
+    // probes wait for a connection, while each change must still reach the listener at once
+    // (a probe awaited in the listener's loop would hold it up for half an interval).
+    let held = (
+        app.state.pool.acquire().await.expect("first"),
+        app.state.pool.acquire().await.expect("second"),
+    );
+    let failures = app.state.metrics.canary_failures.get();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..12 {
+        let before = app.state.metrics.notifications.get();
+        let started = std::time::Instant::now();
+        app.add_comment(post).await;
+        wait_until(
+            Duration::from_secs(5),
+            "the listener took the change while the pool was exhausted",
+            || app.state.metrics.notifications.get() > before,
+        )
+        .await;
+        slowest = slowest.max(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        slowest < Duration::from_millis(600),
+        "a change waited {slowest:?} for the listener"
+    );
+    assert_eq!(
+        app.state.metrics.canary_failures.get(),
+        failures,
+        "an unsendable probe is not a lost one"
+    );
+    assert_eq!(app.state.metrics.listener_reconnects.get(), 0);
+
+    drop(held);
+    converge_to(&mut ws, &mut received, &signature, json!(12)).await;
 }
