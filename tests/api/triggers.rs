@@ -96,3 +96,46 @@ async fn one_big_insert_notifies_a_handful_of_times_and_a_move_names_both_posts(
     posts.sort();
     assert_eq!(posts, vec![3, 99]);
 }
+
+#[tokio::test]
+async fn writes_with_huge_keys_or_a_hundred_thousand_rows_commit_and_subscribers_converge() {
+    let app = crate::helpers::TestApp::spawn().await;
+    let (signature, mut ws, mut received) = app
+        .watch(
+            "u1",
+            "measurements/rollups/dailyCount",
+            serde_json::json!({"userId": "u1", "type": "steps", "from": "2026-01-01", "to": "2026-02-01"}),
+        )
+        .await;
+
+    // Ten 10,000-byte keys in one statement: no payload can hold them (split or overflow), and
+    // the write commits all the same.
+    sqlx::query(
+        "insert into measurements (user_id, type, value, taken_at)
+         select repeat(chr(97 + g), 10000), 'steps', 1, '2026-01-05 10:00:00+00' from generate_series(0, 9) g",
+    )
+    .execute(&app.db)
+    .await
+    .expect("huge keys are written");
+
+    // 100,000 rows over 5,001 users and 31 days in one statement.
+    let started = std::time::Instant::now();
+    sqlx::query(
+        "insert into measurements (user_id, type, value, taken_at)
+         select case when g % 10 = 0 then 'u1' else 'user' || (g % 5000) end, 'steps', 1,
+                timestamptz '2026-01-01 12:00:00+00' + (g % 31) * interval '1 day'
+         from generate_series(1, 100000) g",
+    )
+    .execute(&app.db)
+    .await
+    .expect("the 100,000-row statement is written");
+    println!(
+        "100,000-row insert with rollups and watch: {:?}",
+        started.elapsed()
+    );
+
+    crate::helpers::read_until(&mut ws, &mut received, Duration::from_secs(30), |r| {
+        r.value(&signature) == Some(&serde_json::json!(10_000))
+    })
+    .await;
+}
