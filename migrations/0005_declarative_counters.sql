@@ -123,6 +123,32 @@ $$;
 create or replace function statgate.counter_function(name text) returns text
 language sql immutable as $$ select format('statgate.%I', 'counter_' || name) $$;
 
+-- (re)creates trigger function `fn` from the sql statements to run for each kind of
+-- statement on the source; a truncate empties the stats table.
+create or replace function statgate.install_counter_function(fn text, stats text,
+  on_insert text[], on_delete text[], on_update text[]) returns void
+language plpgsql as $$
+begin
+  execute format($f$
+create or replace function %1$s() returns trigger language plpgsql as $body$
+begin
+  if tg_op = 'INSERT' then
+    %2$s;
+  elsif tg_op = 'DELETE' then
+    %3$s;
+  elsif tg_op = 'UPDATE' then
+    %4$s;
+  else
+    delete from %5$s;
+  end if;
+  return null;
+end
+$body$
+$f$, fn, array_to_string(on_insert, E';\n    '), array_to_string(on_delete, E';\n    '),
+     array_to_string(on_update, E';\n    '), stats);
+end;
+$$;
+
 -- define_counter: `name` keyed by `group_by`, with `count` and one `sum_<col>` per column of
 -- `sums`, counting the rows of `source` for which `filter` (an sql expression over its
 -- columns) is true. idempotent; the backfill runs under a share lock on `source`, so no
@@ -195,24 +221,10 @@ begin
   prune := format('delete from %s t where t.count = 0 and (%s) in (select %s from old_rows where %s)',
     stats, statgate.sql_list(group_by, 't.%1$I'), keys, row_filter);
 
-  execute format($f$
-create or replace function %1$s() returns trigger language plpgsql as $body$
-begin
-  if tg_op = 'INSERT' then
-    %2$s;
-  elsif tg_op = 'DELETE' then
-    %3$s;
-    %5$s;
-  elsif tg_op = 'UPDATE' then
-    %4$s;
-    %5$s;
-  else
-    delete from %6$s;
-  end if;
-  return null;
-end
-$body$
-$f$, fn, format(upsert, plus_delta), format(upsert, minus_delta), format(upsert, net_delta), prune, stats);
+  perform statgate.install_counter_function(fn, stats,
+    array[format(upsert, plus_delta)],
+    array[format(upsert, minus_delta), prune],
+    array[format(upsert, net_delta), prune]);
 
   perform statgate.counter_triggers(name, source, fn);
   perform statgate.watch(stats::regclass, group_by);
@@ -332,26 +344,10 @@ begin
   prune := format('delete from %s t where t.count = 0 and (%s, t.granularity, t.bucket_start) in (select %s from (%s) r)',
     stats, statgate.sql_list(group_by, 't.%1$I'), all_keys, format(rows_of, 'old_rows'));
 
-  execute format($f$
-create or replace function %1$s() returns trigger language plpgsql as $body$
-begin
-  if tg_op = 'INSERT' then
-    %2$s;
-  elsif tg_op = 'DELETE' then
-    %3$s;
-    %5$s;
-    %6$s;
-  elsif tg_op = 'UPDATE' then
-    %4$s;
-    %5$s;
-    %6$s;
-  else
-    delete from %7$s;
-  end if;
-  return null;
-end
-$body$
-$f$, fn, format(upsert, plus_delta), format(upsert, minus_delta), format(upsert, net_delta), widen, prune, stats);
+  perform statgate.install_counter_function(fn, stats,
+    array[format(upsert, plus_delta)],
+    array[format(upsert, minus_delta), widen, prune],
+    array[format(upsert, net_delta), widen, prune]);
 
   perform statgate.counter_triggers(name, source, fn);
   perform statgate.watch(stats::regclass, group_by || 'bucket_start'::text);

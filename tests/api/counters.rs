@@ -362,15 +362,7 @@ async fn the_example_rollups_and_counters_are_defined_and_exact() {
 }
 
 async fn divergences(app: &TestApp) -> f64 {
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = app.metrics_text().await;
     text.lines()
         .find(|line| {
             line.starts_with(

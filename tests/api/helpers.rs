@@ -323,6 +323,18 @@ impl TestApp {
         .await;
     }
 
+    /// The text of `GET /metrics`.
+    pub async fn metrics_text(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     pub async fn new_post(&self) -> i64 {
         sqlx::query_scalar("insert into posts (title, author_id) values ('t', 'a') returning id")
             .fetch_one(&self.db)
@@ -430,6 +442,13 @@ pub async fn read_until(
             ),
         }
     }
+}
+
+/// Sends a text `ping` and asserts the answer is a pong: the socket is open and served.
+pub async fn assert_pong(ws: &mut Ws, why: &str) {
+    send_text(ws, "ping").await;
+    let answer = wait_for(ws, Duration::from_secs(10), |e| e["event"] == "pong").await;
+    assert_eq!(answer, serde_json::json!({"event": "pong"}), "{why}");
 }
 
 /// Asserts that nothing but a pong arrives in answer to a ping: everything the server meant

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::{close_of, next_event, send_text, wait_for, TestApp};
+use crate::helpers::{assert_pong, close_of, next_event, send_text, wait_for, TestApp};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -114,11 +114,7 @@ async fn one_socket_carries_many_subscriptions_and_bad_frames_get_errors() {
     )
     .await;
     wait_for(&mut ws, WAIT, |e| e["event"] == "unsubscribed").await;
-    send_text(&mut ws, "ping").await;
-    assert_eq!(
-        wait_for(&mut ws, WAIT, |e| e["event"] == "pong").await,
-        json!({"event": "pong"})
-    );
+    assert_pong(&mut ws, "the socket still answers").await;
 }
 
 #[tokio::test]
@@ -178,15 +174,7 @@ async fn metrics_count_the_pipeline_and_the_commit_to_push_lag() {
     app.add_comment(post).await;
     wait_for(&mut ws, WAIT, |e| e["payload"]["version"] == 2).await;
 
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics_text().await;
     let value = |name: &str| -> f64 {
         metrics
             .lines()
@@ -344,12 +332,11 @@ async fn an_expiring_jwt_closes_with_4001_unless_refreshed_by_the_same_user() {
     assert_eq!(close_of(&mut lapsing).await.0, 4001);
 
     tokio::time::sleep(Duration::from_millis(500)).await;
-    send_text(&mut refreshed, "ping").await;
-    assert_eq!(
-        wait_for(&mut refreshed, WAIT, |e| e["event"] == "pong").await,
-        json!({"event": "pong"}),
-        "the refreshed socket outlived its first JWT"
-    );
+    assert_pong(
+        &mut refreshed,
+        "the refreshed socket outlived its first JWT",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -378,12 +365,7 @@ async fn a_socket_without_subscriptions_closes_with_4008_after_the_idle_timeout(
     );
 
     tokio::time::sleep(Duration::from_millis(500)).await;
-    send_text(&mut busy, "ping").await;
-    assert_eq!(
-        wait_for(&mut busy, WAIT, |e| e["event"] == "pong").await,
-        json!({"event": "pong"}),
-        "a socket holding a subscription is not idle"
-    );
+    assert_pong(&mut busy, "a socket holding a subscription is not idle").await;
 }
 
 #[tokio::test]

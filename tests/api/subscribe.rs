@@ -226,15 +226,7 @@ async fn health_queries_and_unknown_routes() {
     assert!(names.contains(&"posts/stats/counts"), "{names:?}");
     let missing = app.http.get(app.url("/nope")).send().await.expect("sent");
     assert_eq!(error_of(missing).await, (404, "not_found".into()));
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("sent")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains("statgate_listener_connected 1"),
         "{metrics}"
