@@ -397,13 +397,14 @@ fn timestamp(value: &Value) -> Result<Value, String> {
     };
     let parsed = DateTime::parse_from_rfc3339(s.trim())
         .map_err(|_| format!("expected an RFC 3339 timestamp with offset, got {s:?}"))?;
-    let utc = parsed.with_timezone(&Utc);
-    if !(1..=9999).contains(&utc.year()) {
-        return Err(format!("timestamp {s:?} is out of range (years 1 to 9999)"));
-    }
-    let micros = utc.timestamp_micros();
+    let micros = parsed.with_timezone(&Utc).timestamp_micros();
     let truncated = DateTime::<Utc>::from_timestamp_micros(micros)
         .ok_or_else(|| format!("timestamp {s:?} is out of range"))?;
+    // Checked after the conversion: a leap second (`23:59:60`) becomes the next second, and
+    // on 9999-12-31 that is year 10000, which the canonical form must not hold.
+    if !(1..=9999).contains(&truncated.year()) {
+        return Err(format!("timestamp {s:?} is out of range (years 1 to 9999)"));
+    }
     Ok(Value::String(
         truncated.to_rfc3339_opts(SecondsFormat::AutoSi, true),
     ))
@@ -506,6 +507,22 @@ mod tests {
             json!("2026-11-22T12:00:00.123456Z"),
         );
         rejects("timestamptz", json!("2026-11-22 12:00"), "RFC 3339");
+    }
+
+    #[test]
+    fn a_leap_second_is_the_next_second_and_stays_in_range() {
+        accepts(
+            "timestamptz",
+            json!("2016-12-31T23:59:60Z"),
+            json!("2017-01-01T00:00:00Z"),
+        );
+        // Found by the `args` fuzz target: this one canonicalised to "+10000-01-01T00:00:00Z",
+        // which validation itself refuses (fuzz/corpus/args/leap-second-9999).
+        rejects(
+            "timestamptz",
+            json!("9999-12-31T23:59:60Z"),
+            "out of range (years 1 to 9999)",
+        );
     }
 
     #[test]
