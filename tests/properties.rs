@@ -227,3 +227,50 @@ fn authenticator() -> statgate::auth::Authenticator {
     let config = statgate::Config::for_tests("postgres://unused".into(), queries_dir());
     statgate::auth::Authenticator::new(&config)
 }
+
+// Inputs found by the cargo-fuzz targets (fuzz/, `scripts/fuzz`), replayed on every test run.
+
+#[test]
+fn a_numeric_id_is_echoed_exactly_even_beyond_integer_range() {
+    // fuzz/corpus/frame/huge-integer-id: without serde_json's float_roundtrip the echoed id
+    // read back one unit in the last place away from the id the client sent.
+    for text in [
+        r#"{"type":"nope","id":4100000000000000000000000}"#,
+        r#"{"type":"ping","id":4.1e24}"#,
+    ] {
+        let id = match statgate::ws::protocol::parse_frame(text) {
+            Ok(request) => request.id,
+            Err(bad) => bad.id,
+        };
+        let sent: Value = serde_json::from_str(text).expect("json");
+        assert_eq!(id.as_ref(), Some(&sent["id"]));
+        let reply = statgate::ws::protocol::error(&id, "bad_frame", "x");
+        let reply: Value = serde_json::from_str(reply.as_str()).expect("json");
+        assert_eq!(reply["payload"]["id"], sent["id"], "{text}");
+    }
+}
+
+#[test]
+fn canonical_float_args_read_back_to_the_same_signature() {
+    // fuzz/corpus/args/float8-roundtrip: "4.1e24" became 4.1e24, whose canonical JSON read
+    // back as 4.0999999999999996e24 without float_roundtrip, so a client sending the canonical
+    // args back got another signature.
+    let specs = vec![statgate::registry::args::ArgSpec {
+        name: "x".into(),
+        ty: statgate::registry::args::ArgType::parse("float8").expect("type"),
+        optional: false,
+        default: None,
+        max_length: 10,
+        max_items: 10,
+    }];
+    for given in [
+        json!({"x": "4.1e24"}),
+        json!({"x": 4.1e24}),
+        json!({"x": "0.1"}),
+    ] {
+        let canonical = statgate::registry::args::validate(&specs, &given).expect("valid");
+        let reread: Value = serde_json::from_str(&canonical.json).expect("json");
+        let again = statgate::registry::args::validate(&specs, &reread).expect("valid");
+        assert_eq!(again.json, canonical.json, "{given}");
+    }
+}
