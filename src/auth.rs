@@ -20,7 +20,7 @@ use crate::config::{Config, Secret};
 type HmacSha256 = Hmac<Sha256>;
 
 /// Tokens longer than this are refused before any decoding work.
-const MAX_TOKEN_BYTES: usize = 16 * 1024;
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {

@@ -21,6 +21,8 @@ pub enum ApiError {
         "args are {size} bytes once canonical; the limit is {limit} (STATGATE_MAX_ARGS_BYTES)"
     )]
     ArgsTooLarge { size: usize, limit: usize },
+    #[error("these args make a subscription token of {size} bytes, over the {} a socket accepts (escaped characters count several times): use shorter args", crate::auth::MAX_TOKEN_BYTES)]
+    TokenTooLarge { size: usize },
     #[error("{0}")]
     InvalidRequest(String),
     #[error("unknown query {0:?}")]
@@ -77,6 +79,7 @@ impl ApiError {
             ApiError::InvalidJson(_)
             | ApiError::InvalidArgs(_)
             | ApiError::ArgsTooLarge { .. }
+            | ApiError::TokenTooLarge { .. }
             | ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::UnknownQuery(_) | ApiError::NotFound(_) | ApiError::Missing(_) => {
                 StatusCode::NOT_FOUND
@@ -97,7 +100,9 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::InvalidJson(_) => "invalid_json",
-            ApiError::InvalidArgs(_) | ApiError::ArgsTooLarge { .. } => "invalid_args",
+            ApiError::InvalidArgs(_)
+            | ApiError::ArgsTooLarge { .. }
+            | ApiError::TokenTooLarge { .. } => "invalid_args",
             ApiError::InvalidRequest(_) => "invalid_request",
             ApiError::UnknownQuery(_) => "unknown_query",
             ApiError::Unauthorized(AuthError::UserMismatch) => "forbidden",

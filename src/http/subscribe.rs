@@ -122,6 +122,11 @@ fn handle(
     }
     query.authorize(&args, &claims)?;
     let (token, token_claims) = state.auth.sign_token(&claims.sub, &query.name, &args.json);
+    if token.len() > crate::auth::MAX_TOKEN_BYTES {
+        // Escaping can grow args several times over (a control character becomes \u0001):
+        // a token the WebSocket endpoint would refuse unread is not handed out.
+        return Err(ApiError::TokenTooLarge { size: token.len() });
+    }
     let expires_at = DateTime::<Utc>::from_timestamp(token_claims.expires as i64, 0)
         .unwrap_or_default()
         .to_rfc3339_opts(SecondsFormat::Secs, true);

@@ -344,3 +344,36 @@ async fn the_forwarded_address_counts_for_per_address_limits_only_behind_a_trust
         }
     }
 }
+
+#[tokio::test]
+async fn args_whose_token_would_be_refused_by_the_socket_get_400_instead() {
+    // A registry whose text arg may be long, and an args limit raised far enough that
+    // escaping, not the setting, is what stops these args.
+    let queries = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(queries.path().join("notes")).expect("mkdir");
+    std::fs::write(
+        queries.path().join("notes/echo.toml"),
+        "[echo]\nsql = \"SELECT :note AS note\"\nargs = { note = { type = \"text\", maxLength = 10000 } }\nreturns = \"value\"\nwatch = [{ table = \"post_stats\" }]\n",
+    )
+    .expect("query file");
+    let app = TestApp::spawn_with(|config| {
+        config.queries_dir = queries.path().to_owned();
+        config.limits.max_args_bytes = 64 * 1024;
+    })
+    .await;
+    let subscribe = |note: String| {
+        app.post_subscribe(json!({"queryName": "notes/echo/echo", "args": {"note": note}, "authToken": app.jwt("u1")}))
+    };
+    assert_eq!(subscribe("x".repeat(3000)).await.status(), 200);
+    // 3,000 control characters: each becomes \u0001 (6 bytes) inside the token's claims.
+    let refused = subscribe("\u{1}".repeat(3000)).await;
+    assert_eq!(refused.status(), 400);
+    let body: Value = refused.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "invalid_args");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("subscription token")),
+        "{body}"
+    );
+}
