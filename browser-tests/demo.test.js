@@ -188,9 +188,12 @@ test('the demo page shows live counters that follow the page\'s and other proces
     'the counter matches the database');
 
   // A click on "add comment" goes through the demo endpoint; the count comes back over the socket.
+  const written = await counter('#user-comments');
   await page.click(`#post-${postId}-add-comment`);
   const afterClick = await counterAbove(comments, start);
   assert.equal(afterClick, start + 1);
+  // The comment is alice's: the declared per-author counter (users/activity/commentsWritten) moves too.
+  assert.equal(await counterAbove('#user-comments', written), written + 1);
   assert.ok(await page.locator(comments).evaluate((el) => el.classList.contains('flash')),
     'a changed counter flashes');
 

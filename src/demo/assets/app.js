@@ -84,6 +84,7 @@ function subscriptionsFor(posts, user) {
     specs.push({ queryName: 'posts/stats/commentCount', args: { postId: post.id }, element: `#post-${post.id}-comments`, format: formatCount });
     specs.push({ queryName: 'posts/stats/reactionCount', args: { postId: post.id }, element: `#post-${post.id}-reactions`, format: formatCount });
   }
+  specs.push({ queryName: 'users/activity/commentsWritten', args: { userId: user }, element: '#user-comments', format: formatCount });
   const tomorrow = utcDay(1);
   const ranges = { today: utcDay(0), week: utcDay(weekStartOffset()) };
   for (const [name, from] of Object.entries(ranges)) {
