@@ -16,47 +16,27 @@ async fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config).await,
         Command::Migrate => {
-            let database = DatabaseHandle::open(&config).await?;
-            let result = async {
-                let pool = db::connect_pool(&database.url, &config).await?;
-                db::migrate(&pool).await?;
-                anyhow::Ok(())
-            }
-            .await;
-            database.close().await;
-            result?;
+            with_pool(&config, true, |_| async { Ok(()) }).await?;
             println!("migrations applied");
             Ok(())
         }
         Command::Check => {
-            let registry = Registry::load(&config.queries_dir)?;
-            let database = DatabaseHandle::open(&config).await?;
-            let result = async {
-                let pool = db::connect_pool(&database.url, &config).await?;
-                registry.check(&pool).await?;
-                anyhow::Ok(())
-            }
-            .await;
-            database.close().await;
-            result?;
+            let registry = &Registry::load(&config.queries_dir)?;
+            with_pool(&config, false, |pool| async move {
+                Ok(registry.check(&pool).await?)
+            })
+            .await?;
             println!("{} queries ok", registry.len());
             Ok(())
         }
         Command::Codegen {
             target: CodegenTarget::Ts { out },
         } => {
-            let registry = Registry::load(&config.queries_dir)?;
-            let database = DatabaseHandle::open(&config).await?;
-            let result = async {
-                let pool = db::connect_pool(&database.url, &config).await?;
-                if config.migrate {
-                    db::migrate(&pool).await?;
-                }
-                anyhow::Ok(statgate::codegen::typescript(&registry, &pool).await?)
-            }
-            .await;
-            database.close().await;
-            let text = result?;
+            let registry = &Registry::load(&config.queries_dir)?;
+            let text = with_pool(&config, config.migrate, |pool| async move {
+                Ok(statgate::codegen::typescript(registry, &pool).await?)
+            })
+            .await?;
             match out {
                 Some(path) => std::fs::write(&path, text)
                     .with_context(|| format!("cannot write {}", path.display()))?,
@@ -65,7 +45,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Verify { counter } => {
-            let drift = with_migrated_pool(&config, |pool| async move {
+            let drift = with_pool(&config, config.migrate, |pool| async move {
                 Ok(statgate::counters::verify(&pool, counter.as_deref()).await?)
             })
             .await?;
@@ -79,7 +59,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Refresh { name } => {
-            let changed = with_migrated_pool(&config, |pool| {
+            let changed = with_pool(&config, config.migrate, |pool| {
                 let name = name.clone();
                 async move { Ok(statgate::counters::refresh(&pool, &name).await?) }
             })
@@ -95,9 +75,13 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Opens the database (starting the embedded server if needed), migrates unless
-/// `--no-migrate`, runs `work` on a pool, and stops the embedded server whatever happened.
-async fn with_migrated_pool<T, F, Fut>(config: &statgate::Config, work: F) -> anyhow::Result<T>
+/// Opens the database (starting the embedded server if needed), migrates if `migrate`, runs
+/// `work` on a pool, and stops the embedded server whatever happened.
+async fn with_pool<T, F, Fut>(
+    config: &statgate::Config,
+    migrate: bool,
+    work: F,
+) -> anyhow::Result<T>
 where
     F: FnOnce(sqlx::PgPool) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<T>>,
@@ -105,7 +89,7 @@ where
     let database = DatabaseHandle::open(config).await?;
     let result = async {
         let pool = db::connect_pool(&database.url, config).await?;
-        if config.migrate {
+        if migrate {
             db::migrate(&pool).await?;
         }
         work(pool).await

@@ -292,16 +292,14 @@ impl Recompute {
             .recompute_duration
             .get_or_create(&label)
             .observe(started.elapsed().as_secs_f64());
-        let outcome = match &result {
-            Ok(_) => &self.metrics.recomputes,
-            Err(_) => &self.metrics.recompute_errors,
+        match &result {
+            Ok(_) => self
+                .metrics
+                .recomputes
+                .get_or_create(&label)
+                .inc_by(batch.len() as u64),
+            Err(_) => self.metrics.recompute_errors.get_or_create(&label).inc(),
         };
-        let count = if result.is_ok() {
-            batch.len() as u64
-        } else {
-            1
-        };
-        outcome.get_or_create(&label).inc_by(count);
         result
     }
 

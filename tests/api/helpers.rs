@@ -394,6 +394,11 @@ pub async fn send_text(ws: &mut Ws, text: &str) {
     ws.send(Message::text(text)).await.expect("send");
 }
 
+/// Sends `frame` as a JSON text frame.
+pub async fn send_json(ws: &mut Ws, frame: Value) {
+    send_text(ws, &frame.to_string()).await;
+}
+
 /// The values one socket has received, per signature, checking that versions only grow.
 #[derive(Default)]
 pub struct Received {

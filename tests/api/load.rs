@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::helpers::{next_event, send_text, Received, TestApp, XorShift};
+use crate::helpers::{next_event, send_json, Received, TestApp, XorShift};
 
 const POSTS: usize = 40;
 const SOCKETS: usize = 50;
@@ -55,11 +55,7 @@ async fn fifty_sockets_with_twenty_subscriptions_each_converge_under_concurrent_
         }
         let mut ws = app.connect(&user, Some(&tokens[0])).await;
         for token in &tokens[1..] {
-            send_text(
-                &mut ws,
-                &json!({"type": "subscribe", "token": token}).to_string(),
-            )
-            .await;
+            send_json(&mut ws, json!({"type": "subscribe", "token": token})).await;
         }
         let received = Arc::new(Mutex::new(Received::default()));
         let sink = received.clone();

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::{assert_pong, close_of, next_event, send_text, wait_for, TestApp};
+use crate::helpers::{assert_pong, close_of, next_event, send_json, send_text, wait_for, TestApp};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -62,9 +62,9 @@ async fn one_socket_carries_many_subscriptions_and_bad_frames_get_errors() {
         .subscribe("u1", "posts/stats/counts", json!({"postIds": [a, b]}))
         .await;
     let mut ws = app.connect("u1", None).await;
-    send_text(
+    send_json(
         &mut ws,
-        &json!({"type": "subscribe", "token": token_a, "id": 1}).to_string(),
+        json!({"type": "subscribe", "token": token_a, "id": 1}),
     )
     .await;
     let reply = wait_for(&mut ws, WAIT, |e| e["event"] == "subscribed").await;
@@ -72,11 +72,7 @@ async fn one_socket_carries_many_subscriptions_and_bad_frames_get_errors() {
         reply["payload"],
         json!({"queryName": "posts/stats/summary", "signature": sig_a, "id": 1})
     );
-    send_text(
-        &mut ws,
-        &json!({"type": "subscribe", "token": token_b}).to_string(),
-    )
-    .await;
+    send_json(&mut ws, json!({"type": "subscribe", "token": token_b})).await;
     wait_for(&mut ws, WAIT, |e| {
         e["payload"]["signature"] == sig_b && e["event"] == "query:update"
     })
@@ -108,11 +104,7 @@ async fn one_socket_carries_many_subscriptions_and_bad_frames_get_errors() {
     let error = wait_for(&mut ws, WAIT, |e| e["event"] == "error").await;
     assert_eq!(error["payload"]["code"], "bad_frame");
 
-    send_text(
-        &mut ws,
-        &json!({"type": "unsubscribe", "signature": sig_a}).to_string(),
-    )
-    .await;
+    send_json(&mut ws, json!({"type": "unsubscribe", "signature": sig_a})).await;
     wait_for(&mut ws, WAIT, |e| e["event"] == "unsubscribed").await;
     assert_pong(&mut ws, "the socket still answers").await;
 }
@@ -267,11 +259,7 @@ async fn each_socket_limit_closes_with_4008_and_a_reason() {
 
     let mut many = app.connect("u1", Some(&tokens[0])).await;
     for token in &tokens[1..] {
-        send_text(
-            &mut many,
-            &json!({"type": "subscribe", "token": token}).to_string(),
-        )
-        .await;
+        send_json(&mut many, json!({"type": "subscribe", "token": token})).await;
     }
     let (code, reason) = close_of(&mut many).await;
     assert_eq!(code, 4008);
@@ -312,16 +300,16 @@ async fn an_expiring_jwt_closes_with_4001_unless_refreshed_by_the_same_user() {
 
     let mut lapsing = connect_with(short("u1")).await;
     let mut refreshed = connect_with(short("u1")).await;
-    send_text(
+    send_json(
         &mut refreshed,
-        &json!({"type": "auth", "authToken": app.jwt("u1")}).to_string(),
+        json!({"type": "auth", "authToken": app.jwt("u1")}),
     )
     .await;
     wait_for(&mut refreshed, WAIT, |e| e["event"] == "authenticated").await;
     // Another user's JWT is no refresh.
-    send_text(
+    send_json(
         &mut refreshed,
-        &json!({"type": "auth", "authToken": app.jwt("u2"), "id": 9}).to_string(),
+        json!({"type": "auth", "authToken": app.jwt("u2"), "id": 9}),
     )
     .await;
     let refused = wait_for(&mut refreshed, WAIT, |e| e["event"] == "error").await;
@@ -349,9 +337,9 @@ async fn a_socket_without_subscriptions_closes_with_4008_after_the_idle_timeout(
     let mut bare = app.connect("u1", None).await;
     let mut busy = app.connect("u1", Some(&token)).await;
     let mut emptied = app.connect("u1", Some(&token)).await;
-    send_text(
+    send_json(
         &mut emptied,
-        &json!({"type": "unsubscribe", "signature": signature}).to_string(),
+        json!({"type": "unsubscribe", "signature": signature}),
     )
     .await;
 
@@ -399,9 +387,9 @@ async fn a_rotated_jwt_secret_list_accepts_tokens_of_every_listed_secret_on_an_o
     let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
         .await
         .expect("a JWT of the old secret still opens a socket");
-    send_text(
+    send_json(
         &mut ws,
-        &json!({"type": "auth", "authToken": jwt(new), "id": 1}).to_string(),
+        json!({"type": "auth", "authToken": jwt(new), "id": 1}),
     )
     .await;
     let refreshed = wait_for(&mut ws, WAIT, |e| {
@@ -409,10 +397,7 @@ async fn a_rotated_jwt_secret_list_accepts_tokens_of_every_listed_secret_on_an_o
     })
     .await;
     assert_eq!(refreshed["event"], "authenticated", "{refreshed}");
-    send_text(
-        &mut ws,
-        &json!({"type": "auth", "authToken": jwt("retired-jwt-secret-0123456789abcdefghijk"), "id": 2}).to_string(),
-    )
+    send_json(&mut ws, json!({"type": "auth", "authToken": jwt("retired-jwt-secret-0123456789abcdefghijk"), "id": 2}))
     .await;
     let refused = wait_for(&mut ws, WAIT, |e| e["event"] == "error").await;
     assert_eq!(refused["payload"]["code"], "unauthorized", "{refused}");

@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::{
-    assert_pong, close_of, converge_to, next_event, send_text, wait_for, wait_until,
+    assert_pong, close_of, converge_to, next_event, send_json, send_text, wait_for, wait_until,
     wait_until_ready, PrivateServer, Received, TestApp, Ws,
 };
 
@@ -208,11 +208,7 @@ async fn a_client_that_never_reads_is_closed_with_4009_and_released() {
     }
     let mut lazy = app.connect("u1", Some(&tokens[0])).await;
     for token in &tokens[1..] {
-        send_text(
-            &mut lazy,
-            &json!({"type": "subscribe", "token": token}).to_string(),
-        )
-        .await;
+        send_json(&mut lazy, json!({"type": "subscribe", "token": token})).await;
     }
 
     let before = app.state.metrics.slow_consumer_closes.get();
@@ -402,11 +398,7 @@ async fn a_subscription_whose_query_fails_does_not_hold_back_the_others() {
         .await;
     // Both on one socket, so they are due together and batched into one statement.
     let mut ws = app.connect("u1", Some(&bad_token)).await;
-    send_text(
-        &mut ws,
-        &json!({"type": "subscribe", "token": good_token}).to_string(),
-    )
-    .await;
+    send_json(&mut ws, json!({"type": "subscribe", "token": good_token})).await;
 
     let good = wait_for(&mut ws, WAIT, |e| {
         e["event"] == "query:update" && e["payload"]["signature"] == good_sig

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{send_text, PrivateServer, TestApp, XorShift};
+use crate::helpers::{send_json, PrivateServer, TestApp, XorShift};
 
 const SOCKETS: usize = 200;
 const USERS: usize = 20;
@@ -220,7 +220,7 @@ async fn soak() {
                         } else {
                             json!({"type": "unsubscribe", "signature": sig})
                         };
-                        send_text(&mut ws, &frame.to_string()).await;
+                        send_json(&mut ws, frame).await;
                     }
                     _ = stop.cancelled(), if churning => churning = false,
                 }
