@@ -87,7 +87,7 @@ pub async fn run(target: &Target, args: FanoutArgs) -> Result<Report, BenchError
 }
 
 /// Waits until every socket holds `count`; returns the first and last arrival times.
-async fn wait_for_all(
+pub(crate) async fn wait_for_all(
     arrivals: &mut mpsc::UnboundedReceiver<clients::Arrival>,
     sockets: usize,
     count: i64,

@@ -10,6 +10,7 @@
 
 pub mod clients;
 pub mod fanout;
+pub mod floor;
 pub mod idle;
 pub mod report;
 pub mod spread;
@@ -101,6 +102,11 @@ pub enum Mode {
     Subscribe(subscribe::SubscribeArgs),
     /// N clients drop and resubscribe at once; time until all hold current values.
     ReconnectStorm(storm::StormArgs),
+    /// `fanout` against a minimal WebSocket server: what this machine gives without statgate.
+    Floor(floor::FloorArgs),
+    /// The minimal server `floor` starts (not for direct use).
+    #[command(hide = true)]
+    FloorServer(floor::FloorServerArgs),
 }
 
 impl Mode {
@@ -111,6 +117,8 @@ impl Mode {
             Mode::Idle(_) => "idle",
             Mode::Subscribe(_) => "subscribe",
             Mode::ReconnectStorm(_) => "reconnect-storm",
+            Mode::Floor(_) => "floor",
+            Mode::FloorServer(_) => "floor-server",
         }
     }
 }
@@ -125,6 +133,11 @@ pub async fn run(cli: BenchCli) -> Result<Report, BenchError> {
         Mode::Idle(args) => idle::run(&target, args).await,
         Mode::Subscribe(args) => subscribe::run(&target, args).await,
         Mode::ReconnectStorm(args) => storm::run(&target, args).await,
+        Mode::Floor(args) => floor::run(&target, args).await,
+        Mode::FloorServer(args) => {
+            floor::serve(args).await?;
+            Ok(Report::new("floor-server"))
+        }
     }
 }
 

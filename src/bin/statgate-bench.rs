@@ -6,6 +6,9 @@ use statgate::bench::{self, BenchCli};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = BenchCli::parse();
+    if let bench::Mode::FloorServer(args) = cli.mode {
+        return Ok(bench::floor::serve(args).await?);
+    }
     let json_path = cli.target.json.clone();
     let report = bench::run(cli).await?;
     report.print_table();
