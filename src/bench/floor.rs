@@ -213,6 +213,8 @@ async fn accept(listener: TcpListener, slots: Slots) {
 type Socket = tokio_tungstenite::WebSocketStream<TcpStream>;
 
 /// The server half of the WebSocket handshake, answering with statgate's subprotocol.
+// The callback's error type is tungstenite's `ErrorResponse`, fixed by its `Callback` trait.
+#[allow(clippy::result_large_err)]
 async fn handshake(stream: TcpStream) -> Option<Socket> {
     stream.set_nodelay(true).ok()?;
     let with_protocol = |_: &Request, mut response: Response| {
