@@ -59,6 +59,24 @@ impl Drop for Counted {
     }
 }
 
+/// A JWT may say it expires in centuries; timers need not look further than a year.
+const MAX_TIMER_SECS: u64 = 365 * 24 * 3600;
+
+/// The next moment the connection ends by itself, and why.
+#[derive(Debug, Clone, Copy)]
+enum Deadline {
+    Idle(Instant),
+    AuthExpiry(Instant),
+}
+
+impl Deadline {
+    fn at(self) -> Instant {
+        match self {
+            Deadline::Idle(at) | Deadline::AuthExpiry(at) => at,
+        }
+    }
+}
+
 /// Why the loop stopped.
 enum Exit {
     Close(CloseReason),
@@ -137,19 +155,16 @@ impl Connection {
         let mut heartbeat = tokio::time::interval_at(Instant::now() + interval, interval);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut last_seen = Instant::now();
-        let shutdown = self.state.shutdown.clone();
+        let shutdown = self.state.shutdown.clone().cancelled_owned();
+        tokio::pin!(shutdown);
         let mut frames = Vec::new();
-        let idle_timeout = self.state.config.limits.idle_timeout;
+        let mut deadline = self.next_deadline();
+        let timer = tokio::time::sleep_until(deadline.at());
+        tokio::pin!(timer);
         loop {
-            let jwt_deadline =
-                Instant::now() + Duration::from_secs(self.jwt_expires.saturating_sub(now_secs()));
-            let idle_deadline = self
-                .idle_since
-                .filter(|_| !idle_timeout.is_zero())
-                .map(|since| since + idle_timeout);
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => return Exit::Close(CloseReason::ShuttingDown),
+                _ = &mut shutdown => return Exit::Close(CloseReason::ShuttingDown),
                 _ = self.outbox.ready() => {
                     if self.outbox.drain_into(&mut frames).is_err() {
                         return Exit::Close(CloseReason::TooManyReplies);
@@ -165,6 +180,8 @@ impl Connection {
                             if let Some(reason) = self.on_message(message) {
                                 return reason;
                             }
+                            deadline = self.next_deadline();
+                            timer.as_mut().reset(deadline.at());
                         }
                         Some(Err(err)) => return self.on_transport_error(&err),
                         None => return Exit::Gone,
@@ -181,13 +198,37 @@ impl Connection {
                         Err(_) => return Exit::Close(CloseReason::SlowConsumer),
                     }
                 }
-                _ = tokio::time::sleep_until(idle_deadline.unwrap_or(jwt_deadline)), if idle_deadline.is_some() => {
-                    return Exit::Close(CloseReason::Idle);
-                }
-                _ = tokio::time::sleep_until(jwt_deadline) => {
-                    self.outbox.push_control(protocol::error(&None, "auth_expired", "authToken expired: send an auth frame with a fresh one before it does"));
-                    return Exit::Close(CloseReason::AuthExpired);
-                }
+                _ = &mut timer => return self.on_deadline(deadline),
+            }
+        }
+    }
+
+    /// When the connection ends by itself unless the client acts: the idle timeout while it
+    /// holds no subscription, else its JWT's expiry. Only client frames change it, so the loop
+    /// re-arms one timer after them instead of registering a fresh timer per frame it sends.
+    fn next_deadline(&self) -> Deadline {
+        let jwt_left = self
+            .jwt_expires
+            .saturating_sub(now_secs())
+            .min(MAX_TIMER_SECS);
+        let jwt = Deadline::AuthExpiry(Instant::now() + Duration::from_secs(jwt_left));
+        let idle_timeout = self.state.config.limits.idle_timeout;
+        match self.idle_since.filter(|_| !idle_timeout.is_zero()) {
+            Some(since) if since + idle_timeout < jwt.at() => Deadline::Idle(since + idle_timeout),
+            _ => jwt,
+        }
+    }
+
+    fn on_deadline(&self, deadline: Deadline) -> Exit {
+        match deadline {
+            Deadline::Idle(_) => Exit::Close(CloseReason::Idle),
+            Deadline::AuthExpiry(_) => {
+                self.outbox.push_control(protocol::error(
+                    &None,
+                    "auth_expired",
+                    "authToken expired: send an auth frame with a fresh one before it does",
+                ));
+                Exit::Close(CloseReason::AuthExpired)
             }
         }
     }

@@ -403,3 +403,31 @@ async fn a_rotated_jwt_secret_list_accepts_tokens_of_every_listed_secret_on_an_o
     assert_eq!(refused["payload"]["code"], "unauthorized", "{refused}");
     assert_eq!(refused["payload"]["id"], 2);
 }
+
+#[tokio::test]
+async fn a_jwt_that_expires_in_the_far_future_neither_panics_nor_closes_the_socket() {
+    let app = TestApp::spawn().await;
+    let far = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": "u1", "exp": u64::MAX}),
+        &jsonwebtoken::EncodingKey::from_secret(b"test-jwt-secret-0123456789abcdefghijklmnop"),
+    )
+    .expect("encode");
+    let url = format!("ws://{}/realtime/ws?authToken={far}", app.address);
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
+            .expect("request");
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "statgate.realtime.v1".parse().expect("header"),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("connects");
+    assert_pong(&mut ws, "a socket opened with a far-future JWT").await;
+
+    let mut refreshed = app.connect("u1", None).await;
+    send_json(&mut refreshed, json!({"type": "auth", "authToken": far})).await;
+    wait_for(&mut refreshed, WAIT, |e| e["event"] == "authenticated").await;
+    assert_pong(&mut refreshed, "a socket refreshed with a far-future JWT").await;
+}
