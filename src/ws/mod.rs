@@ -22,8 +22,10 @@ use crate::registry::args::CanonicalArgs;
 use crate::registry::Query as RegistryQuery;
 
 /// Socket buffers are sized for small JSON frames, not tungstenite's 128 KiB default: idle
-/// sockets are the common case and their memory adds up.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// sockets are the common case and their memory adds up. tungstenite zeroes the free part of
+/// the read buffer before every read attempt, so a smaller one is also cheaper per frame sent;
+/// a larger client frame (a long token) grows it to that frame's size.
+const READ_BUFFER_BYTES: usize = 1024;
 const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 
 #[derive(Debug, Deserialize)]
