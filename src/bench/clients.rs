@@ -169,22 +169,6 @@ fn gateway_address(target: &Target) -> Result<SocketAddr, BenchError> {
         .map_err(|_| BenchError::Setup(format!("--url must be http://IP:PORT, got {}", target.url)))
 }
 
-/// Opens `tokens.len()` sockets (socket i uses token i), rotating source addresses.
-pub async fn open_sockets(target: &Target, tokens: &[&str]) -> Result<Vec<Socket>, BenchError> {
-    let jwt = mint_jwt(target, BENCH_USER)?;
-    let jwt = jwt.as_str();
-    let opens = tokens.iter().enumerate().map(|(i, token)| {
-        let source = target.sources[i % target.sources.len()];
-        open_socket(target, source, token, jwt)
-    });
-    futures_util::stream::iter(opens)
-        .buffered(target.connect_concurrency.max(1))
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect()
-}
-
 /// One value a socket received.
 #[derive(Debug, Clone, Copy)]
 pub struct Arrival {
@@ -258,16 +242,38 @@ pub struct Readers {
 }
 
 impl Readers {
-    /// One reader per socket (socket `i` reports as `i`), and the channel of their arrivals.
-    pub fn spawn(sockets: Vec<Socket>) -> (Readers, mpsc::UnboundedReceiver<Arrival>) {
+    /// Opens one socket per token (socket `i` uses token `i` and reports as `i`; source
+    /// addresses rotate) and reads each from the moment it is open: sockets opened early must
+    /// answer the gateway's pings while the rest are still connecting, or a slow opening (tens
+    /// of thousands of sockets on a busy machine) gets them closed by the heartbeat.
+    pub async fn open(
+        target: &Target,
+        tokens: &[&str],
+    ) -> Result<(Readers, mpsc::UnboundedReceiver<Arrival>), BenchError> {
+        let jwt = mint_jwt(target, BENCH_USER)?;
         let (arrivals_tx, arrivals) = mpsc::unbounded_channel();
         let stop = CancellationToken::new();
-        let tasks = sockets
+        let opens = tokens.iter().enumerate().map(|(i, token)| {
+            let source = target.sources[i % target.sources.len()];
+            let (jwt, arrivals_tx, stop) = (jwt.as_str(), arrivals_tx.clone(), stop.clone());
+            async move {
+                let socket = open_socket(target, source, token, jwt).await?;
+                Ok::<_, BenchError>(spawn_reader(i as u32, socket, arrivals_tx, stop))
+            }
+        });
+        let opened: Result<Vec<_>, _> = futures_util::stream::iter(opens)
+            .buffered(target.connect_concurrency.max(1))
+            .collect::<Vec<_>>()
+            .await
             .into_iter()
-            .enumerate()
-            .map(|(i, socket)| spawn_reader(i as u32, socket, arrivals_tx.clone(), stop.clone()))
             .collect();
-        (Readers { tasks, stop }, arrivals)
+        match opened {
+            Ok(tasks) => Ok((Readers { tasks, stop }, arrivals)),
+            Err(err) => {
+                stop.cancel();
+                Err(err)
+            }
+        }
     }
 
     /// Closes every socket; returns how many had been closed by the gateway before.

@@ -35,9 +35,8 @@ pub async fn run(target: &Target, args: FanoutArgs) -> Result<Report, BenchError
     let token = tokens[0].as_str();
 
     let opened_at = Instant::now();
-    let sockets = clients::open_sockets(target, &vec![token; args.sockets]).await?;
+    let (readers, mut arrivals) = Readers::open(target, &vec![token; args.sockets]).await?;
     let open_secs = opened_at.elapsed().as_secs_f64();
-    let (readers, mut arrivals) = Readers::spawn(sockets);
     wait_for_all(&mut arrivals, args.sockets, 0, Duration::from_secs(30)).await;
 
     let counters_before = GatewayCounters::read(&http, target).await?;

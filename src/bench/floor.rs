@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-use super::clients::{self, Readers};
+use super::clients::Readers;
 use super::fanout::wait_for_all;
 use super::report::{round, Latencies, Report};
 use super::{BenchError, Target};
@@ -73,8 +73,7 @@ pub async fn run(target: &Target, args: FloorArgs) -> Result<Report, BenchError>
         ..target.clone()
     };
     let tokens = vec!["floor"; args.sockets];
-    let sockets = clients::open_sockets(&floor_target, &tokens).await?;
-    let (readers, mut arrivals) = Readers::spawn(sockets);
+    let (readers, mut arrivals) = Readers::open(&floor_target, &tokens).await?;
 
     let mut first = Latencies::new();
     let mut last = Latencies::new();

@@ -36,9 +36,8 @@ pub async fn run(target: &Target, args: IdleArgs) -> Result<Report, BenchError> 
 
     let baseline = read(pid)?;
     let opened_at = Instant::now();
-    let sockets = clients::open_sockets(target, &socket_tokens).await?;
+    let (readers, mut arrivals) = Readers::open(target, &socket_tokens).await?;
     let open_secs = opened_at.elapsed().as_secs_f64();
-    let (readers, mut arrivals) = Readers::spawn(sockets);
     let mut snapshots = 0;
     while snapshots < args.sockets {
         match tokio::time::timeout(Duration::from_secs(10), arrivals.recv()).await {

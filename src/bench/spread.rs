@@ -116,10 +116,8 @@ pub async fn run(target: &Target, args: SpreadArgs) -> Result<Report, BenchError
         .collect();
     let socket_tokens: Vec<&str> = socket_post.iter().map(|p| tokens[*p].as_str()).collect();
     let opened_at = Instant::now();
-    let sockets = clients::open_sockets(target, &socket_tokens).await?;
+    let (readers, mut arrivals) = Readers::open(target, &socket_tokens).await?;
     let open_secs = opened_at.elapsed().as_secs_f64();
-
-    let (readers, mut arrivals) = Readers::spawn(sockets);
 
     // Snapshots first, so the run starts from a known state.
     let mut state = Aggregate::new(&socket_post);

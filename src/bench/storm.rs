@@ -35,8 +35,7 @@ pub async fn run(target: &Target, args: StormArgs) -> Result<Report, BenchError>
     // Everyone connected and holding a value.
     let tokens = clients::subscribe_posts(target, &http, &posts).await?;
     let first_tokens: Vec<&str> = client_post.iter().map(|p| tokens[*p].as_str()).collect();
-    let sockets = clients::open_sockets(target, &first_tokens).await?;
-    let (readers, mut arrivals) = Readers::spawn(sockets);
+    let (readers, mut arrivals) = Readers::open(target, &first_tokens).await?;
     let mut holding = 0;
     while holding < args.clients {
         match tokio::time::timeout(Duration::from_secs(10), arrivals.recv()).await {
