@@ -270,6 +270,12 @@ pub async fn run(target: &Target, args: SpreadArgs) -> Result<Report, BenchError
             "recompute_statements_per_notification",
             round(counters.recompute_statements / counters.notifications.max(1.0)),
         )
+        // Since migration 0006 a comment also notifies for its author's counter, which no
+        // socket follows here: per change is the figure that a second notification cannot halve.
+        .add(
+            "recompute_statements_per_change",
+            round(counters.recompute_statements / (written as f64).max(1.0)),
+        )
         .add(
             "pg_stat_statements_recompute_calls",
             clients::calls_between(pg_before, pg_after),

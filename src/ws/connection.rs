@@ -198,7 +198,13 @@ impl Connection {
                         Err(_) => return Exit::Close(CloseReason::SlowConsumer),
                     }
                 }
-                _ = &mut timer => return self.on_deadline(deadline),
+                _ = &mut timer => {
+                    if let Some(exit) = self.on_deadline(deadline) {
+                        return exit;
+                    }
+                    deadline = self.next_deadline();
+                    timer.as_mut().reset(deadline.at());
+                }
             }
         }
     }
@@ -219,16 +225,19 @@ impl Connection {
         }
     }
 
-    fn on_deadline(&self, deadline: Deadline) -> Exit {
+    /// The exit a deadline calls for, or none when the JWT has not expired by the wall clock
+    /// after all (the timer is capped at a year, and the clocks may drift apart).
+    fn on_deadline(&self, deadline: Deadline) -> Option<Exit> {
         match deadline {
-            Deadline::Idle(_) => Exit::Close(CloseReason::Idle),
+            Deadline::Idle(_) => Some(Exit::Close(CloseReason::Idle)),
+            Deadline::AuthExpiry(_) if now_secs() < self.jwt_expires => None,
             Deadline::AuthExpiry(_) => {
                 self.outbox.push_control(protocol::error(
                     &None,
                     "auth_expired",
                     "authToken expired: send an auth frame with a fresh one before it does",
                 ));
-                Exit::Close(CloseReason::AuthExpired)
+                Some(Exit::Close(CloseReason::AuthExpired))
             }
         }
     }
