@@ -125,12 +125,11 @@ pub async fn run(
 }
 
 impl Connection {
-    async fn serve(&mut self, socket: WebSocket) -> Exit {
-        let (mut sink, mut stream) = socket.split();
-        let exit = self.event_loop(&mut sink, &mut stream).await;
+    async fn serve(&mut self, mut socket: WebSocket) -> Exit {
+        let exit = self.event_loop(&mut socket).await;
         if let Exit::Close(reason) = exit {
             if reason != CloseReason::SlowConsumer {
-                let _ = self.flush(&mut sink, Vec::new()).await;
+                let _ = self.flush(&mut socket, Vec::new()).await;
             }
             let close = Message::Close(Some(close_frame(reason)));
             // Counted when decided, not when the close frame got through: a client that never
@@ -141,15 +140,14 @@ impl Connection {
             } else {
                 CLOSE_TIMEOUT
             };
-            let _ = tokio::time::timeout(timeout, sink.send(close)).await;
+            let _ = tokio::time::timeout(timeout, socket.send(close)).await;
         }
         exit
     }
 
     async fn event_loop(
         &mut self,
-        sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
-        stream: &mut futures_util::stream::SplitStream<WebSocket>,
+        socket: &mut WebSocket,
     ) -> Exit {
         let interval = self.state.config.heartbeat;
         let mut heartbeat = tokio::time::interval_at(Instant::now() + interval, interval);
@@ -169,11 +167,11 @@ impl Connection {
                     if self.outbox.drain_into(&mut frames).is_err() {
                         return Exit::Close(CloseReason::TooManyReplies);
                     }
-                    if let Err(exit) = self.flush(sink, std::mem::take(&mut frames)).await {
+                    if let Err(exit) = self.flush(socket, std::mem::take(&mut frames)).await {
                         return exit;
                     }
                 }
-                message = stream.next() => {
+                message = socket.next() => {
                     last_seen = Instant::now();
                     match message {
                         Some(Ok(message)) => {
@@ -191,7 +189,7 @@ impl Connection {
                     if last_seen.elapsed() >= interval * 2 {
                         return Exit::Close(CloseReason::HeartbeatTimeout);
                     }
-                    let ping = sink.send(Message::Ping(Default::default()));
+                    let ping = socket.send(Message::Ping(Default::default()));
                     match tokio::time::timeout(self.state.config.limits.slow_consumer, ping).await {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => return Exit::Gone,
@@ -245,7 +243,7 @@ impl Connection {
     /// Writes frames, or gives up after the slow-consumer timeout.
     async fn flush(
         &self,
-        sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+        socket: &mut WebSocket,
         mut frames: Vec<Utf8Bytes>,
     ) -> Result<(), Exit> {
         if self.outbox.drain_into(&mut frames).is_err() {
@@ -256,9 +254,9 @@ impl Connection {
         }
         let write = async {
             for frame in frames {
-                sink.feed(Message::Text(frame)).await?;
+                socket.feed(Message::Text(frame)).await?;
             }
-            sink.flush().await
+            socket.flush().await
         };
         match tokio::time::timeout(self.state.config.limits.slow_consumer, write).await {
             Ok(Ok(())) => Ok(()),
