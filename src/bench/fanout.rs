@@ -41,24 +41,8 @@ pub async fn run(target: &Target, args: FanoutArgs) -> Result<Report, BenchError
 
     let counters_before = GatewayCounters::read(&http, target).await?;
     let cpu_before = target.gateway_pid.and_then(ProcessReading::read);
-    let mut first = Latencies::new();
-    let mut last = Latencies::new();
-    let mut incomplete = 0;
-    let started = Instant::now();
-    for change in 1..=args.changes {
-        let issued = Instant::now();
-        clients::add_comment(&db, post).await?;
-        let timeout = Duration::from_secs(args.change_timeout_secs);
-        match wait_for_all(&mut arrivals, args.sockets, change as i64, timeout).await {
-            Some((first_at, last_at)) => {
-                first.record(first_at.saturating_duration_since(issued));
-                last.record(last_at.saturating_duration_since(issued));
-            }
-            None => incomplete += 1,
-        }
-        tokio::time::sleep(Duration::from_millis(args.pause_ms)).await;
-    }
-    let elapsed = started.elapsed();
+    let mut writer = CommentWriter { db: &db, post };
+    let deliveries = Deliveries::measure(&mut arrivals, &args, &mut writer).await?;
     let cpu_after = target.gateway_pid.and_then(ProcessReading::read);
     let counters = GatewayCounters::read(&http, target)
         .await?
@@ -70,13 +54,13 @@ pub async fn run(target: &Target, args: FanoutArgs) -> Result<Report, BenchError
         .add("sockets", args.sockets)
         .add("changes", args.changes)
         .add("open_sockets_secs", round(open_secs))
-        .add("first_delivery", first.summary())
-        .add("last_delivery", last.summary())
-        .add("changes_not_delivered_to_all", incomplete)
+        .add("first_delivery", deliveries.first.summary())
+        .add("last_delivery", deliveries.last.summary())
+        .add("changes_not_delivered_to_all", deliveries.incomplete)
         .add("sockets_closed_early", closed_early)
         .add(
             "messages_per_sec_during_run",
-            round(counters.pushes / elapsed.as_secs_f64()),
+            round(counters.pushes / deliveries.elapsed.as_secs_f64()),
         )
         .add(
             "gateway",
@@ -85,8 +69,67 @@ pub async fn run(target: &Target, args: FanoutArgs) -> Result<Report, BenchError
     Ok(report)
 }
 
+/// One change whose arrival at every socket is timed: after change `n`, every socket must hold
+/// the count `n`.
+pub(crate) trait Change {
+    async fn make(&mut self, n: usize) -> Result<(), BenchError>;
+}
+
+/// The gateway's change: one comment on the post every socket follows.
+struct CommentWriter<'a> {
+    db: &'a sqlx::PgPool,
+    post: i64,
+}
+
+impl Change for CommentWriter<'_> {
+    async fn make(&mut self, _n: usize) -> Result<(), BenchError> {
+        clients::add_comment(self.db, self.post).await
+    }
+}
+
+/// First- and last-delivery latencies of changes made one at a time.
+pub(crate) struct Deliveries {
+    pub first: Latencies,
+    pub last: Latencies,
+    /// Changes that did not reach every socket within the timeout.
+    pub incomplete: usize,
+    pub elapsed: Duration,
+}
+
+impl Deliveries {
+    pub async fn measure(
+        arrivals: &mut mpsc::UnboundedReceiver<clients::Arrival>,
+        args: &FanoutArgs,
+        change: &mut impl Change,
+    ) -> Result<Deliveries, BenchError> {
+        let mut first = Latencies::new();
+        let mut last = Latencies::new();
+        let mut incomplete = 0;
+        let timeout = Duration::from_secs(args.change_timeout_secs);
+        let started = Instant::now();
+        for n in 1..=args.changes {
+            let issued = Instant::now();
+            change.make(n).await?;
+            match wait_for_all(arrivals, args.sockets, n as i64, timeout).await {
+                Some((first_at, last_at)) => {
+                    first.record(first_at.saturating_duration_since(issued));
+                    last.record(last_at.saturating_duration_since(issued));
+                }
+                None => incomplete += 1,
+            }
+            tokio::time::sleep(Duration::from_millis(args.pause_ms)).await;
+        }
+        Ok(Deliveries {
+            first,
+            last,
+            incomplete,
+            elapsed: started.elapsed(),
+        })
+    }
+}
+
 /// Waits until every socket holds `count`; returns the first and last arrival times.
-pub(crate) async fn wait_for_all(
+async fn wait_for_all(
     arrivals: &mut mpsc::UnboundedReceiver<clients::Arrival>,
     sockets: usize,
     count: i64,

@@ -10,37 +10,26 @@
 //! holds the new value.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use clap::Args;
 use futures_util::SinkExt;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::process::Command;
+use tokio::process::{ChildStdin, Command};
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::clients::Readers;
-use super::fanout::wait_for_all;
-use super::report::{round, Latencies, Report};
+use super::fanout::{Change, Deliveries, FanoutArgs};
+use super::report::{round, Report};
 use super::{BenchError, Target};
 
 #[derive(Debug, Clone, Args)]
 pub struct FloorArgs {
-    /// Sockets the value fans out to.
-    #[arg(long, default_value_t = 1000)]
-    pub sockets: usize,
-    /// Changes, one at a time.
-    #[arg(long, default_value_t = 50)]
-    pub changes: usize,
-    /// Pause between changes.
-    #[arg(long, default_value_t = 100)]
-    pub pause_ms: u64,
-    /// Give up on one change after this long.
-    #[arg(long, default_value_t = 10)]
-    pub change_timeout_secs: u64,
+    #[command(flatten)]
+    pub fanout: FanoutArgs,
     #[command(flatten)]
     pub server: FloorServerArgs,
 }
@@ -72,46 +61,36 @@ pub async fn run(target: &Target, args: FloorArgs) -> Result<Report, BenchError>
         jwt_secret: Some(target.jwt_secret.clone().unwrap_or_else(|| "floor".into())),
         ..target.clone()
     };
-    let tokens = vec!["floor"; args.sockets];
+    let tokens = vec!["floor"; args.fanout.sockets];
     let (readers, mut arrivals) = Readers::open(&floor_target, &tokens).await?;
-
-    let mut first = Latencies::new();
-    let mut last = Latencies::new();
-    let mut incomplete = 0;
-    let started = Instant::now();
-    for change in 1..=args.changes {
-        let issued = Instant::now();
-        changes_in
-            .write_all(format!("{change}\n").as_bytes())
-            .await?;
-        let timeout = Duration::from_secs(args.change_timeout_secs);
-        match wait_for_all(&mut arrivals, args.sockets, change as i64, timeout).await {
-            Some((first_at, last_at)) => {
-                first.record(first_at.saturating_duration_since(issued));
-                last.record(last_at.saturating_duration_since(issued));
-            }
-            None => incomplete += 1,
-        }
-        tokio::time::sleep(Duration::from_millis(args.pause_ms)).await;
-    }
-    let elapsed = started.elapsed();
+    let deliveries = Deliveries::measure(&mut arrivals, &args.fanout, &mut changes_in).await?;
     let closed_early = readers.stop().await;
     drop(changes_in);
     let _ = server.wait().await;
 
     let mut report = Report::new("floor");
     report
-        .add("sockets", args.sockets)
-        .add("changes", args.changes)
-        .add("first_delivery", first.summary())
-        .add("last_delivery", last.summary())
-        .add("changes_not_delivered_to_all", incomplete)
+        .add("sockets", args.fanout.sockets)
+        .add("changes", args.fanout.changes)
+        .add("first_delivery", deliveries.first.summary())
+        .add("last_delivery", deliveries.last.summary())
+        .add("changes_not_delivered_to_all", deliveries.incomplete)
         .add("sockets_closed_early", closed_early)
         .add(
             "messages_per_sec_during_run",
-            round((args.sockets * args.changes) as f64 / elapsed.as_secs_f64()),
+            round(
+                (args.fanout.sockets * args.fanout.changes) as f64
+                    / deliveries.elapsed.as_secs_f64(),
+            ),
         );
     Ok(report)
+}
+
+/// The floor's change: a line with the change's number on the server's stdin.
+impl Change for ChildStdin {
+    async fn make(&mut self, n: usize) -> Result<(), BenchError> {
+        Ok(self.write_all(format!("{n}\n").as_bytes()).await?)
+    }
 }
 
 async fn read_port(server: &mut tokio::process::Child) -> Result<u16, BenchError> {

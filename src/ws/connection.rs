@@ -145,10 +145,7 @@ impl Connection {
         exit
     }
 
-    async fn event_loop(
-        &mut self,
-        socket: &mut WebSocket,
-    ) -> Exit {
+    async fn event_loop(&mut self, socket: &mut WebSocket) -> Exit {
         let interval = self.state.config.heartbeat;
         let mut heartbeat = tokio::time::interval_at(Instant::now() + interval, interval);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -241,11 +238,7 @@ impl Connection {
     }
 
     /// Writes frames, or gives up after the slow-consumer timeout.
-    async fn flush(
-        &self,
-        socket: &mut WebSocket,
-        mut frames: Vec<Utf8Bytes>,
-    ) -> Result<(), Exit> {
+    async fn flush(&self, socket: &mut WebSocket, mut frames: Vec<Utf8Bytes>) -> Result<(), Exit> {
         if self.outbox.drain_into(&mut frames).is_err() {
             return Err(Exit::Close(CloseReason::TooManyReplies));
         }
