@@ -53,10 +53,9 @@ pub async fn run(target: &Target, args: FanoutArgs) -> Result<Report, BenchError
     report
         .add("sockets", args.sockets)
         .add("changes", args.changes)
-        .add("open_sockets_secs", round(open_secs))
-        .add("first_delivery", deliveries.first.summary())
-        .add("last_delivery", deliveries.last.summary())
-        .add("changes_not_delivered_to_all", deliveries.incomplete)
+        .add("open_sockets_secs", round(open_secs));
+    deliveries.add_to(&mut report);
+    report
         .add("sockets_closed_early", closed_early)
         .add(
             "messages_per_sec_during_run",
@@ -125,6 +124,14 @@ impl Deliveries {
             incomplete,
             elapsed: started.elapsed(),
         })
+    }
+
+    /// The first- and last-delivery summaries and the count of incomplete changes.
+    pub fn add_to(&self, report: &mut Report) {
+        report
+            .add("first_delivery", self.first.summary())
+            .add("last_delivery", self.last.summary())
+            .add("changes_not_delivered_to_all", self.incomplete);
     }
 }
 

@@ -71,18 +71,14 @@ pub async fn run(target: &Target, args: FloorArgs) -> Result<Report, BenchError>
     let mut report = Report::new("floor");
     report
         .add("sockets", args.fanout.sockets)
-        .add("changes", args.fanout.changes)
-        .add("first_delivery", deliveries.first.summary())
-        .add("last_delivery", deliveries.last.summary())
-        .add("changes_not_delivered_to_all", deliveries.incomplete)
-        .add("sockets_closed_early", closed_early)
-        .add(
-            "messages_per_sec_during_run",
-            round(
-                (args.fanout.sockets * args.fanout.changes) as f64
-                    / deliveries.elapsed.as_secs_f64(),
-            ),
-        );
+        .add("changes", args.fanout.changes);
+    deliveries.add_to(&mut report);
+    report.add("sockets_closed_early", closed_early).add(
+        "messages_per_sec_during_run",
+        round(
+            (args.fanout.sockets * args.fanout.changes) as f64 / deliveries.elapsed.as_secs_f64(),
+        ),
+    );
     Ok(report)
 }
 

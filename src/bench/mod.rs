@@ -134,10 +134,9 @@ pub async fn run(cli: BenchCli) -> Result<Report, BenchError> {
         Mode::Subscribe(args) => subscribe::run(&target, args).await,
         Mode::ReconnectStorm(args) => storm::run(&target, args).await,
         Mode::Floor(args) => floor::run(&target, args).await,
-        Mode::FloorServer(args) => {
-            floor::serve(args).await?;
-            Ok(Report::new("floor-server"))
-        }
+        Mode::FloorServer(_) => Err(BenchError::Setup(
+            "floor-server is the server `floor` starts; run it through the binary".into(),
+        )),
     }
 }
 

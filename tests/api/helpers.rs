@@ -268,12 +268,24 @@ impl TestApp {
         )
     }
 
+    /// A JWT with exactly these claims, signed with the gateway's (first) secret.
+    pub fn sign_jwt(&self, claims: Value) -> String {
+        let secret = self.state.config.jwt_secrets[0].expose();
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .expect("jwt")
+    }
+
     pub async fn connect(&self, user: &str, token: Option<&str>) -> Ws {
-        let mut url = format!(
-            "ws://{}/realtime/ws?authToken={}",
-            self.address,
-            self.jwt(user)
-        );
+        self.connect_with_jwt(&self.jwt(user), token).await
+    }
+
+    /// Opens a socket authenticated by `jwt`, with an optional subscription token.
+    pub async fn connect_with_jwt(&self, jwt: &str, token: Option<&str>) -> Ws {
+        let mut url = format!("ws://{}/realtime/ws?authToken={jwt}", self.address);
         if let Some(token) = token {
             url.push_str(&format!("&token={token}"));
         }

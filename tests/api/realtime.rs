@@ -283,23 +283,8 @@ async fn an_expiring_jwt_closes_with_4001_unless_refreshed_by_the_same_user() {
             .mint_jwt(user, Duration::from_secs(2))
             .expect("jwt")
     };
-    let connect_with = |jwt: String| async move {
-        let url = format!("ws://{}/realtime/ws?authToken={jwt}", app.address);
-        let mut request =
-            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
-                .expect("request");
-        request.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            "statgate.realtime.v1".parse().expect("header"),
-        );
-        tokio_tungstenite::connect_async(request)
-            .await
-            .expect("connects")
-            .0
-    };
-
-    let mut lapsing = connect_with(short("u1")).await;
-    let mut refreshed = connect_with(short("u1")).await;
+    let mut lapsing = app.connect_with_jwt(&short("u1"), None).await;
+    let mut refreshed = app.connect_with_jwt(&short("u1"), None).await;
     send_json(
         &mut refreshed,
         json!({"type": "auth", "authToken": app.jwt("u1")}),
@@ -407,23 +392,8 @@ async fn a_rotated_jwt_secret_list_accepts_tokens_of_every_listed_secret_on_an_o
 #[tokio::test]
 async fn a_jwt_that_expires_in_the_far_future_neither_panics_nor_closes_the_socket() {
     let app = TestApp::spawn().await;
-    let far = jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &json!({"sub": "u1", "exp": u64::MAX}),
-        &jsonwebtoken::EncodingKey::from_secret(b"test-jwt-secret-0123456789abcdefghijklmnop"),
-    )
-    .expect("encode");
-    let url = format!("ws://{}/realtime/ws?authToken={far}", app.address);
-    let mut request =
-        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
-            .expect("request");
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "statgate.realtime.v1".parse().expect("header"),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .expect("connects");
+    let far = app.sign_jwt(json!({"sub": "u1", "exp": u64::MAX}));
+    let mut ws = app.connect_with_jwt(&far, None).await;
     assert_pong(&mut ws, "a socket opened with a far-future JWT").await;
 
     let mut refreshed = app.connect("u1", None).await;

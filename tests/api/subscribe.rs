@@ -163,12 +163,7 @@ async fn missing_forged_and_expired_jwts_are_unauthorized() {
         .await;
     assert_eq!(error_of(response).await, (401, "unauthorized".into()));
 
-    let expired = jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &json!({"sub": "u1", "exp": statgate::auth::now_secs() - 5}),
-        &jsonwebtoken::EncodingKey::from_secret(b"test-jwt-secret-0123456789abcdefghijklmnop"),
-    )
-    .expect("encode");
+    let expired = app.sign_jwt(json!({"sub": "u1", "exp": statgate::auth::now_secs() - 5}));
     let response = app
         .post_subscribe(json!({"queryName": query, "args": {"postId": 1}, "authToken": expired}))
         .await;
