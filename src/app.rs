@@ -96,7 +96,7 @@ impl Application {
     ) -> Result<(AppState, TcpListener, Vec<JoinHandle<()>>), StartError> {
         let pool = db::connect_pool(&database.url, &config).await?;
         if config.migrate {
-            db::migrate(&pool).await?;
+            db::migrate(&pool, db::MigrationSet::for_mode(config.demo, false)).await?;
         }
         let registry = Registry::load(&config.queries_dir)?;
         registry.check(&pool).await?;

@@ -76,8 +76,14 @@ pub struct Cli {
 pub enum Command {
     /// Run the gateway (the default).
     Serve,
-    /// Apply the migrations and exit.
-    Migrate,
+    /// Apply statgate's migrations (schema `statgate` only) and exit.
+    Migrate {
+        /// Also apply the example application (posts, comments, reactions, measurements and
+        /// their stats): for trying statgate out, its tests and its benchmarks. Demo mode
+        /// always applies it.
+        #[arg(long)]
+        example: bool,
+    },
     /// Load the registry and prepare every query against the database.
     Check,
     /// Mint a JWT with the configured secret (development only).
@@ -481,9 +487,27 @@ pub struct Limits {
 impl Settings {
     /// Validates the settings into a [`Config`]; refuses missing or short secrets unless demo.
     pub fn into_config(self) -> Result<Config, ConfigError> {
+        self.validate(true)
+    }
+
+    /// As [`Self::into_config`], for commands that neither verify nor sign a token (`migrate`,
+    /// `check`, `codegen`, `verify`, `refresh`): secrets may be left unset (the configuration
+    /// then holds none), and are still checked when given.
+    pub fn into_config_without_secrets(self) -> Result<Config, ConfigError> {
+        self.validate(false)
+    }
+
+    fn validate(self, needs_secrets: bool) -> Result<Config, ConfigError> {
         let demo = self.demo.unwrap_or(self.database_url.is_none());
-        let jwt_secrets = secrets("STATGATE_JWT_SECRET", self.jwt_secret, demo)?;
-        let token_secrets = secrets("STATGATE_TOKEN_SECRET", self.token_secret, demo)?;
+        let secrets = |name, values: Vec<String>| {
+            if needs_secrets || values.iter().any(|value| !value.trim().is_empty()) {
+                secrets(name, values, demo)
+            } else {
+                Ok(Vec::new())
+            }
+        };
+        let jwt_secrets = secrets("STATGATE_JWT_SECRET", self.jwt_secret)?;
+        let token_secrets = secrets("STATGATE_TOKEN_SECRET", self.token_secret)?;
         for (name, value) in [
             ("STATGATE_HEARTBEAT_SECS", self.heartbeat_secs),
             ("STATGATE_TOKEN_TTL_SECS", self.token_ttl_secs),
@@ -709,6 +733,18 @@ mod tests {
         assert!(config.demo);
         assert_eq!(config.jwt_secrets.len(), 1);
         assert!(format!("{:?}", config.jwt_secrets).contains("redacted"));
+    }
+
+    #[test]
+    fn commands_that_sign_nothing_need_no_secret_but_still_refuse_a_short_one() {
+        let config = settings(&["--database-url", "postgres://x/y"])
+            .into_config_without_secrets()
+            .expect("no secrets needed");
+        assert!(config.jwt_secrets.is_empty() && config.token_secrets.is_empty());
+        let err = settings(&["--database-url", "postgres://x/y", "--jwt-secret", "short"])
+            .into_config_without_secrets()
+            .unwrap_err();
+        assert!(err.to_string().contains("5 bytes"), "{err}");
     }
 
     #[test]

@@ -12,12 +12,28 @@ use statgate::Application;
 async fn main() -> anyhow::Result<()> {
     statgate::telemetry::init_logging();
     let cli = Cli::parse();
-    let config = cli.settings.into_config()?;
-    match cli.command.unwrap_or(Command::Serve) {
+    let command = cli.command.unwrap_or(Command::Serve);
+    let config = match command {
+        Command::Serve | Command::Token { .. } => cli.settings.into_config()?,
+        _ => cli.settings.into_config_without_secrets()?,
+    };
+    match command {
         Command::Serve => serve(config).await,
-        Command::Migrate => {
-            with_pool(&config, true, |_| async { Ok(()) }).await?;
-            println!("migrations applied");
+        Command::Migrate { example } => {
+            let set = db::MigrationSet::for_mode(config.demo, example);
+            let report = with_pool(&config, false, |pool| async move {
+                Ok(db::migrate(&pool, set).await?)
+            })
+            .await?;
+            println!(
+                "migrations applied: {} new{}",
+                report.applied.len(),
+                if set == db::MigrationSet::WithExample {
+                    " (statgate and the example application)"
+                } else {
+                    " (schema statgate only)"
+                }
+            );
             Ok(())
         }
         Command::Check => {
@@ -90,7 +106,7 @@ where
     let result = async {
         let pool = db::connect_pool(&database.url, config).await?;
         if migrate {
-            db::migrate(&pool).await?;
+            db::migrate(&pool, db::MigrationSet::for_mode(config.demo, false)).await?;
         }
         work(pool).await
     }

@@ -114,7 +114,9 @@ impl PrivateServer {
         server.create_database(name).await.expect("database");
         let url = server.url(name);
         let db = PgPool::connect(&url).await.expect("pool");
-        statgate::db::migrate(&db).await.expect("migrations");
+        statgate::db::migrate(&db, statgate::db::MigrationSet::WithExample)
+            .await
+            .expect("migrations");
         let private = PrivateServer {
             server: Some(server),
             url,
@@ -145,8 +147,17 @@ impl Drop for PrivateServer {
     }
 }
 
-/// A fresh database with migrations applied.
+/// A fresh database with statgate's and the example application's migrations applied.
 pub async fn fresh_database() -> (String, PgPool) {
+    let (url, pool) = empty_database().await;
+    statgate::db::migrate(&pool, statgate::db::MigrationSet::WithExample)
+        .await
+        .expect("migrations apply");
+    (url, pool)
+}
+
+/// A fresh database without any migration: an application's database before statgate joins.
+pub async fn empty_database() -> (String, PgPool) {
     let server = server().await;
     let name = format!("t_{}", uuid_like());
     let admin = PgPool::connect(&format!("{}/postgres", server.base_url))
@@ -159,9 +170,6 @@ pub async fn fresh_database() -> (String, PgPool) {
     admin.close().await;
     let url = format!("{}/{name}", server.base_url);
     let pool = PgPool::connect(&url).await.expect("test pool");
-    statgate::db::migrate(&pool)
-        .await
-        .expect("migrations apply");
     (url, pool)
 }
 

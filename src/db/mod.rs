@@ -1,19 +1,21 @@
-//! The database: where it comes from (external or embedded), the pool, and migrations.
+//! The database: where it comes from (external or embedded), the pool, and migrations
+//! ([`migrations`]).
 //!
 //! Recompute statements run on the pool with a server-side `statement_timeout`, so a slow
 //! query cannot hold a connection forever. The LISTEN connection is not from this pool
 //! (see `listener`).
 
+pub mod migrations;
+
 use std::time::Duration;
 
-use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
 use crate::config::{Config, Database};
 use crate::embedded::{EmbeddedError, EmbeddedOptions, EmbeddedPostgres};
 
-pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+pub use migrations::{MigrationError, MigrationReport, MigrationSet};
 
 /// The database the embedded server serves to statgate.
 const EMBEDDED_DATABASE: &str = "postgres";
@@ -24,8 +26,8 @@ pub enum DbError {
     Url(sqlx::Error),
     #[error("cannot connect to PostgreSQL: {0}")]
     Connect(sqlx::Error),
-    #[error("migrations failed: {0}")]
-    Migrate(#[from] MigrateError),
+    #[error(transparent)]
+    Migrate(#[from] MigrationError),
     #[error(transparent)]
     Embedded(#[from] EmbeddedError),
 }
@@ -83,7 +85,8 @@ pub async fn connect_pool(url: &str, config: &Config) -> Result<PgPool, DbError>
         .map_err(DbError::Connect)
 }
 
-pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
-    MIGRATOR.run(pool).await?;
-    Ok(())
+/// Applies statgate's migrations, and the example application's with
+/// [`MigrationSet::WithExample`].
+pub async fn migrate(pool: &PgPool, set: MigrationSet) -> Result<MigrationReport, DbError> {
+    Ok(migrations::migrate(pool, set).await?)
 }

@@ -1,0 +1,226 @@
+//! statgate on an application's existing database: it owns schema `statgate` and nothing else.
+
+use std::process::{Command, Output};
+
+use sqlx::PgPool;
+
+use crate::helpers::empty_database;
+
+/// An application that was there first: its own `comments` and `posts` (other columns than
+/// the example's), a trigger, a function, and its own sqlx migration history.
+const APPLICATION: &str = r#"
+create table public.posts (id int primary key, headline text not null);
+create table public.comments (id bigserial primary key, body text not null);
+insert into public.comments (body) values ('first'), ('second');
+create function public.touch_comment() returns trigger language plpgsql as $$ begin return new; end $$;
+create trigger comments_touch before insert on public.comments
+  for each row execute function public.touch_comment();
+create table public._sqlx_migrations (
+  version bigint primary key,
+  description text not null,
+  installed_on timestamptz not null default now(),
+  success boolean not null,
+  checksum bytea not null,
+  execution_time bigint not null
+);
+insert into public._sqlx_migrations (version, description, success, checksum, execution_time)
+values (1, 'create posts', true, '\x0102', 5), (20240101000000, 'create comments', true, '\x0304', 7);
+"#;
+
+/// Every object outside schema `statgate` that a migration could add, drop or change, one
+/// line each, sorted; and the rows of the application's migration history.
+const OUTSIDE_STATGATE: &str = r#"
+with outside as (
+  select oid, nspname from pg_namespace
+  where nspname <> 'statgate' and nspname not like 'pg\_%' and nspname <> 'information_schema')
+select line from (
+  select 'schema ' || nspname as line from outside
+  union all
+  select 'relation ' || o.nspname || '.' || c.relname || ' ' || c.relkind::text
+    from pg_class c join outside o on o.oid = c.relnamespace
+  union all
+  select 'column ' || o.nspname || '.' || c.relname || '.' || a.attname::text || ' '
+         || format_type(a.atttypid, a.atttypmod) || ' ' || coalesce(pg_get_expr(d.adbin, d.adrelid), '')
+    from pg_attribute a join pg_class c on c.oid = a.attrelid join outside o on o.oid = c.relnamespace
+    left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
+   where a.attnum > 0 and not a.attisdropped
+  union all
+  select 'function ' || o.nspname || '.' || p.proname || '(' || pg_get_function_identity_arguments(p.oid)
+         || ') ' || md5(p.prosrc)
+    from pg_proc p join outside o on o.oid = p.pronamespace
+  union all
+  select 'trigger ' || pg_get_triggerdef(t.oid) from pg_trigger t
+    join pg_class c on c.oid = t.tgrelid join outside o on o.oid = c.relnamespace
+   where not t.tgisinternal
+  union all
+  select 'extension ' || extname || ' ' || extversion from pg_extension
+  union all
+  select 'history ' || version || ' ' || description || ' ' || encode(checksum, 'hex')
+    from public._sqlx_migrations
+) objects order by line
+"#;
+
+async fn outside_statgate(db: &PgPool) -> Vec<String> {
+    sqlx::query_scalar(OUTSIDE_STATGATE)
+        .fetch_all(db)
+        .await
+        .expect("catalog snapshot")
+}
+
+async fn statgate_history(db: &PgPool) -> Vec<(String, i64)> {
+    sqlx::query_as("select scope, version from statgate.migrations order by scope, version")
+        .fetch_all(db)
+        .await
+        .expect("statgate's history")
+}
+
+/// `statgate migrate` in production mode (DATABASE_URL set, no secrets: it needs none).
+fn migrate(database_url: &str, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_statgate"))
+        .arg("migrate")
+        .args(extra)
+        .env("DATABASE_URL", database_url)
+        .env_remove("STATGATE_DEMO")
+        .env_remove("STATGATE_JWT_SECRET")
+        .env_remove("STATGATE_TOKEN_SECRET")
+        .output()
+        .expect("statgate runs")
+}
+
+fn assert_success(output: &Output, what: &str) {
+    assert!(
+        output.status.success(),
+        "{what}: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn statgate_versions() -> Vec<(String, i64)> {
+    statgate::db::migrations::STATGATE
+        .iter()
+        .map(|m| ("statgate".to_owned(), m.version))
+        .collect()
+}
+
+#[tokio::test]
+async fn migrate_on_an_application_database_changes_nothing_outside_schema_statgate() {
+    let (url, db) = empty_database().await;
+    sqlx::raw_sql(APPLICATION)
+        .execute(&db)
+        .await
+        .expect("the application's schema");
+    let before = outside_statgate(&db).await;
+    assert!(before
+        .iter()
+        .any(|line| line.starts_with("history 20240101000000")));
+
+    let first = migrate(&url, &[]);
+    assert_success(&first, "first migrate");
+    assert_eq!(outside_statgate(&db).await, before, "after the first run");
+    assert_eq!(statgate_history(&db).await, statgate_versions());
+
+    let second = migrate(&url, &[]);
+    assert_success(&second, "second migrate");
+    assert!(
+        String::from_utf8_lossy(&second.stdout).contains("0 new"),
+        "{}",
+        String::from_utf8_lossy(&second.stdout)
+    );
+    assert_eq!(outside_statgate(&db).await, before, "after the second run");
+
+    // statgate's own objects work on this database: watch the application's table.
+    sqlx::query("select statgate.watch('public.comments', array['id'])")
+        .execute(&db)
+        .await
+        .expect("statgate.watch on the application's table");
+}
+
+#[tokio::test]
+async fn two_processes_migrating_one_application_database_at_once_both_succeed() {
+    let (url, db) = empty_database().await;
+    sqlx::raw_sql(APPLICATION)
+        .execute(&db)
+        .await
+        .expect("the application's schema");
+    let before = outside_statgate(&db).await;
+    let (a, b) = std::thread::scope(|scope| {
+        let a = scope.spawn(|| migrate(&url, &[]));
+        let b = scope.spawn(|| migrate(&url, &[]));
+        (
+            a.join().expect("first process"),
+            b.join().expect("second process"),
+        )
+    });
+    assert_success(&a, "first process");
+    assert_success(&b, "second process");
+    assert_eq!(outside_statgate(&db).await, before);
+    assert_eq!(statgate_history(&db).await, statgate_versions());
+}
+
+#[tokio::test]
+async fn migrate_example_on_an_empty_database_gives_the_example_application() {
+    let (url, db) = empty_database().await;
+    let output = migrate(&url, &["--example"]);
+    assert_success(&output, "migrate --example");
+    let tables: Vec<String> = sqlx::query_scalar(
+        "select table_name::text from information_schema.tables where table_schema = 'public' order by 1",
+    )
+    .fetch_all(&db)
+    .await
+    .expect("tables");
+    for table in [
+        "comments",
+        "measurements",
+        "post_stats",
+        "posts",
+        "reactions",
+    ] {
+        assert!(tables.iter().any(|t| t == table), "{table} in {tables:?}");
+    }
+    let history = statgate_history(&db).await;
+    assert!(
+        history.iter().any(|(scope, _)| scope == "example"),
+        "{history:?}"
+    );
+    let no_sqlx_table: bool =
+        sqlx::query_scalar("select to_regclass('public._sqlx_migrations') is null")
+            .fetch_one(&db)
+            .await
+            .expect("query");
+    assert!(no_sqlx_table, "statgate keeps no history in public");
+}
+
+#[tokio::test]
+async fn a_database_migrated_by_an_earlier_statgate_has_its_history_moved_and_nothing_reapplied() {
+    let (url, db) = empty_database().await;
+    statgate::db::migrate(&db, statgate::db::MigrationSet::WithExample)
+        .await
+        .expect("migrate");
+    let applied = statgate_history(&db).await;
+    // What an earlier statgate left: its history (and an application's row) in sqlx's table.
+    sqlx::raw_sql(
+        "create table public._sqlx_migrations (version bigint primary key, description text not null,
+           installed_on timestamptz not null default now(), success boolean not null,
+           checksum bytea not null, execution_time bigint not null);
+         insert into public._sqlx_migrations (version, description, success, checksum, execution_time)
+           select version, description, true, checksum, 1 from statgate.migrations;
+         insert into public._sqlx_migrations values (99999999, 'the app', now(), true, '\\x05', 1);
+         delete from statgate.migrations;",
+    )
+    .execute(&db)
+    .await
+    .expect("the earlier layout");
+
+    let output = migrate(&url, &[]);
+    assert_success(&output, "migrate");
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains("earlier statgate"), "{log}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("0 new"));
+    assert_eq!(statgate_history(&db).await, applied);
+    let left: Vec<i64> = sqlx::query_scalar("select version from public._sqlx_migrations")
+        .fetch_all(&db)
+        .await
+        .expect("query");
+    assert_eq!(left, vec![99999999], "only the application's row stays");
+}
