@@ -6,6 +6,7 @@
 //! The registry is immutable once loaded and shared behind an `Arc`.
 
 pub mod args;
+pub mod check;
 pub mod sql;
 pub mod watch;
 
@@ -15,7 +16,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::{Executor, PgPool};
+use sqlx::PgPool;
 
 use args::{ArgSpec, ArgType, ArgsError, CanonicalArgs, DEFAULT_MAX_ITEMS, DEFAULT_MAX_LENGTH};
 use watch::WatchSpec;
@@ -43,12 +44,22 @@ pub enum RegistryError {
         query: String,
         message: String,
     },
-    #[error("{path}: query {query}: the database rejects its SQL: {message}")]
-    Prepare {
-        path: PathBuf,
-        query: String,
-        message: String,
-    },
+    #[error("{}", describe_problems(.0))]
+    Check(Vec<check::Problem>),
+    #[error("cannot check the registry against the database: {0}")]
+    Connect(#[source] sqlx::Error),
+}
+
+fn describe_problems(problems: &[check::Problem]) -> String {
+    let mut text = format!(
+        "the registry has {} problem(s) against the database:",
+        problems.len()
+    );
+    for problem in problems {
+        text.push_str("\n  ");
+        text.push_str(&problem.to_string());
+    }
+    text
 }
 
 /// How a query's rows become the pushed value.
@@ -189,7 +200,7 @@ impl Registry {
             text.parse()
                 .map_err(|err: toml::de::Error| RegistryError::Toml {
                     path: file.to_owned(),
-                    message: err.message().to_owned(),
+                    message: toml_message(&text, &err),
                 })?;
         let prefix = file.strip_prefix(root).unwrap_or(file).with_extension("");
         let prefix: Vec<String> = prefix
@@ -225,38 +236,16 @@ impl Registry {
         self.queries.is_empty()
     }
 
-    /// Prepares every query's statement against the database.
-    ///
-    /// The args parameter is declared `text`, the type recompute binds: prepared untyped,
-    /// PostgreSQL would infer `jsonb`, the connection's statement cache would keep that, and
-    /// every later recompute on this pool connection would send text where binary jsonb is
-    /// expected ("unsupported jsonb version number").
+    /// Checks every query against the database (see [`check`]): statements prepare,
+    /// `returns = "value"` has one column, and every watched table carries statgate's watch
+    /// triggers for the columns the query matches on. Every problem is reported at once.
     pub async fn check(&self, pool: &PgPool) -> Result<(), RegistryError> {
-        let mut conn = pool.acquire().await.map_err(|err| RegistryError::Prepare {
-            path: PathBuf::new(),
-            query: "-".into(),
-            message: err.to_string(),
-        })?;
-        for query in self.queries.values() {
-            let statements =
-                std::iter::once(&query.statement).chain(query.parity_statement.as_ref());
-            for statement in statements {
-                let args_type = <String as sqlx::Type<sqlx::Postgres>>::type_info();
-                let prepared = conn.prepare_with(statement.as_str(), &[args_type]).await;
-                if let Err(err) = prepared {
-                    let message = match err.as_database_error() {
-                        Some(db) => db.message().to_owned(),
-                        None => err.to_string(),
-                    };
-                    return Err(RegistryError::Prepare {
-                        path: query.file.clone(),
-                        query: query.name.clone(),
-                        message,
-                    });
-                }
-            }
+        let problems = check::problems(self, pool).await?;
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(RegistryError::Check(problems))
         }
-        Ok(())
     }
 
     pub fn describe(&self) -> Vec<QueryDescription> {
@@ -279,6 +268,20 @@ impl Registry {
                 returns: query.returns,
             })
             .collect()
+    }
+}
+
+/// A TOML error with the line and column it points at (1-based), when it points anywhere.
+fn toml_message(text: &str, err: &toml::de::Error) -> String {
+    let message = err.message().trim_end();
+    match err.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message.to_owned(),
     }
 }
 
@@ -378,6 +381,14 @@ fn parse_query(name: &str, file: &Path, definition: &toml::Value) -> Result<Quer
         }
     };
     let bound = sql::bind_placeholders(&sql, &args)?;
+    let unused = sql::unused_args(&bound, &args);
+    if !unused.is_empty() {
+        return Err(format!(
+            "declared arg(s) {} never used in `sql`: a value that does not depend on an arg \
+             would get one signature per arg value for nothing; remove the arg or use it",
+            unused.join(", ")
+        ));
+    }
     let statement = sql::batch_statement(&bound, returns);
     let columns_statement = sql::columns_statement(&bound);
     let parity_statement = match table.get("parity") {
@@ -527,7 +538,8 @@ watch = [{ table = "post_stats", match = { post_id = ":postId" } }]
             ("[q]\nsql = \"select 1\"\nauth = { x = \"sub\" }\nwatch = []", "not a declared arg"),
             ("[q]\nsql = \"select 1\"\nparity = \"select :y\"\nwatch = []", "parity: placeholder :y names no declared arg"),
             ("[q]\nsql = \"select 1\"\nparity = 1\nwatch = []", "`parity` must be the SQL"),
-            ("[q\n", "invalid TOML"),
+            ("[q\n", "invalid TOML: line 1, column 3"),
+            ("[q]\nsql = \"select 1\"\nargs = { x = \"int4\" }\nwatch = []", "declared arg(s) x never used"),
         ] {
             let err = load(toml).expect_err(toml).to_string();
             assert!(err.contains("stats.toml"), "{err}");
@@ -540,7 +552,7 @@ watch = [{ table = "post_stats", match = { post_id = ":postId" } }]
         let registry = load(
             r#"
 [daily]
-sql = "select 1"
+sql = "select :userId"
 args = { userId = "text" }
 auth = { userId = "sub" }
 watch = [{ table = "measurement_rollups", match = { user_id = ":userId" } }]

@@ -113,6 +113,16 @@ fn find(chars: &[char], from: usize, needle: &[char]) -> Option<usize> {
     (from..chars.len()).find(|&i| chars[i..].starts_with(needle))
 }
 
+/// The declared args that `bound_sql` (the output of [`bind_placeholders`]) never reads. The
+/// expression reading an arg names [`ARGS_ALIAS`], which queries may not use themselves, so
+/// its absence from the bound SQL means no placeholder named the arg.
+pub fn unused_args<'a>(bound_sql: &str, args: &'a [ArgSpec]) -> Vec<&'a str> {
+    args.iter()
+        .filter(|spec| !bound_sql.contains(&arg_expression(spec)))
+        .map(|spec| spec.name.as_str())
+        .collect()
+}
+
 /// The typed SQL expression reading one arg from the current arg set.
 fn arg_expression(spec: &ArgSpec) -> String {
     let name = spec.name.replace('\'', "''");

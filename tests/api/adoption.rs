@@ -224,3 +224,141 @@ async fn a_database_migrated_by_an_earlier_statgate_has_its_history_moved_and_no
         .expect("query");
     assert_eq!(left, vec![99999999], "only the application's row stays");
 }
+
+/// A team's own table and query: nothing of the example application.
+const SHOP_QUERIES: &str = r#"
+[orderCount]
+description = "Orders of one shop."
+sql = "SELECT count(*)::int8 AS count FROM shop_orders WHERE shop_id = :shopId"
+args = { shopId = "int8" }
+returns = "value"
+watch = [{ table = "shop_orders", match = { shop_id = ":shopId" } }]
+"#;
+
+fn check(database_url: &str, queries: &std::path::Path) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_statgate"))
+        .arg("check")
+        .env("DATABASE_URL", database_url)
+        .env("STATGATE_QUERIES", queries)
+        .env_remove("STATGATE_DEMO")
+        .env_remove("STATGATE_JWT_SECRET")
+        .env_remove("STATGATE_TOKEN_SECRET")
+        .output()
+        .expect("statgate runs");
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+/// The statement `check` prints after `fix: `.
+fn printed_fix(output: &str) -> String {
+    output
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("fix: "))
+        .unwrap_or_else(|| panic!("no fix printed in:\n{output}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn check_names_the_missing_watch_and_its_fix_then_a_team_s_own_query_pushes_updates() {
+    let (url, db) = empty_database().await;
+    let migrated = migrate(&url, &[]);
+    assert_success(&migrated, "migrate");
+    sqlx::raw_sql(
+        "create table shop_orders (id bigserial primary key, shop_id bigint not null, total numeric not null);
+         insert into shop_orders (shop_id, total) values (7, 10), (7, 12), (8, 3);",
+    )
+    .execute(&db)
+    .await
+    .expect("the team's table");
+    let registry = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(registry.path().join("shops")).expect("mkdir");
+    std::fs::write(registry.path().join("shops/orders.toml"), SHOP_QUERIES).expect("write");
+
+    // No triggers at all: check fails, naming the file, the query, the table and the fix.
+    let (ok, output) = check(&url, registry.path());
+    assert!(!ok, "{output}");
+    for expected in [
+        "orders.toml",
+        "shops/orders/orderCount",
+        "public.shop_orders",
+        "no statgate watch triggers",
+    ] {
+        assert!(output.contains(expected), "{expected} in:\n{output}");
+    }
+    assert_eq!(
+        printed_fix(&output),
+        "select statgate.watch('public.shop_orders', array['shop_id'])"
+    );
+
+    // Watched, but not on the column the query matches on.
+    sqlx::query("select statgate.watch('shop_orders', array['id'])")
+        .execute(&db)
+        .await
+        .expect("watch");
+    let (ok, output) = check(&url, registry.path());
+    assert!(!ok, "{output}");
+    assert!(output.contains("matches column(s) shop_id"), "{output}");
+    let fix = printed_fix(&output);
+    assert_eq!(
+        fix,
+        "select statgate.watch('public.shop_orders', array['id', 'shop_id'])"
+    );
+
+    // The printed statement fixes it.
+    sqlx::query(&fix)
+        .execute(&db)
+        .await
+        .expect("the printed fix runs");
+    let (ok, output) = check(&url, registry.path());
+    assert!(ok, "{output}");
+
+    // Served: subscribe, insert, the update arrives.
+    let dir = registry.path().to_owned();
+    let app =
+        crate::helpers::TestApp::spawn_on(url, db, move |config| config.queries_dir = dir).await;
+    let (signature, mut ws, mut received) = app
+        .watch(
+            "u1",
+            "shops/orders/orderCount",
+            serde_json::json!({"shopId": 7}),
+        )
+        .await;
+    assert_eq!(received.value(&signature), Some(&serde_json::json!(2)));
+    sqlx::query("insert into shop_orders (shop_id, total) values (7, 99)")
+        .execute(&app.db)
+        .await
+        .expect("insert");
+    crate::helpers::converge_to(&mut ws, &mut received, &signature, serde_json::json!(3)).await;
+}
+
+#[tokio::test]
+async fn check_refuses_a_value_query_with_two_columns_and_serve_refuses_the_registry() {
+    let (url, db) = crate::helpers::fresh_database().await;
+    let registry = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(registry.path().join("posts")).expect("mkdir");
+    std::fs::write(
+        registry.path().join("posts/pair.toml"),
+        "[pair]\nsql = \"SELECT comment_count, reaction_count FROM post_stats WHERE post_id = :postId\"\nargs = { postId = \"int8\" }\nreturns = \"value\"\nwatch = [{ table = \"post_stats\", match = { post_id = \":postId\" } }]\n",
+    )
+    .expect("write");
+    let (ok, output) = check(&url, registry.path());
+    assert!(!ok, "{output}");
+    assert!(
+        output.contains("yields 2 columns (comment_count, reaction_count)"),
+        "{output}"
+    );
+    let mut config = statgate::Config::for_tests(url, registry.path().to_owned());
+    config.migrate = false;
+    let refused = statgate::Application::build(config)
+        .await
+        .err()
+        .expect("refused");
+    assert!(refused.to_string().contains("posts/pair/pair"), "{refused}");
+    drop(db);
+}
