@@ -2,7 +2,7 @@
 //! adding or removing one subscription at that size.
 //!
 //! The index holds one signature per subscription, built the way the gateway builds them
-//! (registry `validate` + `watch_entries` from the example registry in `queries/`):
+//! (registry `validate` + `watch_entries` from the example registry in `examples/blog/queries/`):
 //!
 //! | signatures | query | watch entry |
 //! | --- | --- | --- |
@@ -87,8 +87,11 @@ struct Fixture {
 
 fn fixture() -> Fixture {
     let started = Instant::now();
-    let registry = Registry::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/queries")))
-        .expect("the example registry loads");
+    let registry = Registry::load(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/blog/queries"
+    )))
+    .expect("the example registry loads");
     let query = |name: &str| registry.get(name).expect("query in registry").clone();
     let (comment_count, counts, daily) = (
         query("posts/stats/commentCount"),

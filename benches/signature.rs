@@ -1,7 +1,7 @@
 //! Cost of checking a subscriber's args against the registry and producing the canonical
 //! signature (`query::canonical-args-json`), once per `POST /realtime/subscribe`.
 //!
-//! Uses the example registry in `queries/`, loaded as the gateway loads it.
+//! Uses the example registry in `examples/blog/queries/`, loaded as the gateway loads it.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -11,8 +11,11 @@ use serde_json::{json, Value};
 use statgate::registry::Registry;
 
 fn signature(c: &mut Criterion) {
-    let registry = Registry::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/queries")))
-        .expect("the example registry loads");
+    let registry = Registry::load(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/blog/queries"
+    )))
+    .expect("the example registry loads");
     let post_ids: Vec<u64> = (0..50).map(|i| 1_000 + i * 13).collect();
     let cases: [(&str, &str, Value); 3] = [
         ("one_int", "posts/stats/commentCount", json!({"postId": 17})),

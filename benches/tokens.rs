@@ -18,7 +18,10 @@ const QUERY: &str = "measurements/rollups/dailyCount";
 fn authenticator() -> Authenticator {
     let config = Config::for_tests(
         "postgres://unused@127.0.0.1/unused".into(),
-        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/queries")),
+        PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/blog/queries"
+        )),
     );
     Authenticator::new(&config)
 }

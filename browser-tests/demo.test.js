@@ -107,7 +107,7 @@ async function stopGateway() {
 /** Starts the gateway binary in demo mode on `listen`, with its own embedded PostgreSQL. */
 function startGateway(logMode) {
   const env = { ...process.env, STATGATE_DATA_DIR: dataDir, STATGATE_LISTEN: listen,
-    STATGATE_DEMO: 'true', STATGATE_QUERIES: path.join(ROOT, 'queries'), NO_COLOR: '1' };
+    STATGATE_DEMO: 'true', STATGATE_QUERIES: path.join(ROOT, 'examples', 'blog', 'queries'), NO_COLOR: '1' };
   delete env.DATABASE_URL; // the embedded server, as on a fresh machine
   const log = fs.openSync(path.join(ARTIFACTS, 'gateway.log'), logMode);
   gateway = spawn(BINARY, ['serve'], { cwd: ROOT, env, stdio: ['ignore', log, log] });

@@ -98,7 +98,7 @@ impl Application {
         if config.migrate {
             db::migrate(&pool, db::MigrationSet::for_mode(config.demo, false)).await?;
         }
-        let registry = Registry::load(&config.queries_dir)?;
+        let registry = Registry::configured(&config.queries)?;
         registry.check(&pool).await?;
         let read_pool = match &config.read_database {
             Some(url) => {
@@ -212,6 +212,11 @@ impl Application {
 
     pub fn address(&self) -> SocketAddr {
         self.state.address
+    }
+
+    /// The embedded PostgreSQL server, when statgate runs one (no `DATABASE_URL`).
+    pub fn embedded_database(&self) -> Option<&crate::embedded::EmbeddedPostgres> {
+        self.database.embedded.as_ref()
     }
 
     pub fn state(&self) -> &AppState {

@@ -126,6 +126,12 @@ pub enum CodegenTarget {
 /// Every setting, from flags or environment variables.
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
+    /// Log lines as text (coloured on a terminal) or one JSON object per line.
+    #[arg(long, env = "STATGATE_LOG_FORMAT", value_enum, default_value_t = crate::telemetry::LogFormat::Text, global = true)]
+    pub log_format: crate::telemetry::LogFormat,
+    /// Which log lines to write, as `RUST_LOG` directives (e.g. `debug`, `info,statgate=debug`).
+    #[arg(long, env = "RUST_LOG", global = true)]
+    pub log: Option<String>,
     /// PostgreSQL to use; unset means the embedded server.
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     pub database_url: Option<String>,
@@ -176,14 +182,10 @@ pub struct Settings {
         global = true
     )]
     pub token_ttl_secs: u64,
-    /// Registry directory.
-    #[arg(
-        long,
-        env = "STATGATE_QUERIES",
-        default_value = "./queries",
-        global = true
-    )]
-    pub queries: PathBuf,
+    /// Registry directory (default `./queries`; in demo mode, the example application's
+    /// registry compiled into the binary).
+    #[arg(long, env = "STATGATE_QUERIES", global = true)]
+    pub queries: Option<PathBuf>,
     /// Embedded PostgreSQL data directory.
     #[arg(
         long,
@@ -426,6 +428,15 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(amount.saturating_mul(seconds)))
 }
 
+/// Where the query registry comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Queries {
+    /// `STATGATE_QUERIES`, or `./queries`.
+    Directory(PathBuf),
+    /// The example application's registry compiled into the binary (demo mode's default).
+    Example,
+}
+
 /// Where the gateway's PostgreSQL comes from.
 #[derive(Debug, Clone)]
 pub enum Database {
@@ -448,7 +459,7 @@ pub struct Config {
     pub jwt_issuer: Option<String>,
     pub token_secrets: Vec<Secret>,
     pub token_ttl: Duration,
-    pub queries_dir: PathBuf,
+    pub queries: Queries,
     pub demo: bool,
     pub migrate: bool,
     pub heartbeat: Duration,
@@ -552,7 +563,11 @@ impl Settings {
             jwt_issuer: self.jwt_issuer,
             token_secrets,
             token_ttl: Duration::from_secs(self.token_ttl_secs),
-            queries_dir: self.queries,
+            queries: match self.queries {
+                Some(dir) => Queries::Directory(dir),
+                None if demo => Queries::Example,
+                None => Queries::Directory(PathBuf::from("./queries")),
+            },
             demo,
             migrate: !self.no_migrate,
             heartbeat: Duration::from_secs(self.heartbeat_secs),
@@ -625,7 +640,7 @@ impl Config {
             jwt_issuer: None,
             token_secrets: vec![Secret::new("test-token-secret-0123456789abcdefghijklmn")],
             token_ttl: Duration::from_secs(3600),
-            queries_dir,
+            queries: Queries::Directory(queries_dir),
             demo: false,
             migrate: true,
             heartbeat: Duration::from_secs(25),

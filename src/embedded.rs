@@ -37,6 +37,9 @@ const SUPERUSER: &str = "postgres";
 const START_TIMEOUT_SECS: &str = "60";
 const STOP_TIMEOUT_SECS: &str = "60";
 const MAX_CONNECTIONS: u32 = 200;
+/// Where data directories go that the server user could not reach where they were asked for:
+/// one per requested path, so each checkout keeps its own data across restarts.
+pub const RELOCATION_ROOT: &str = "/var/lib/statgate";
 const LOG_FILE: &str = "postgres.log";
 const LOG_TAIL_LINES: usize = 20;
 /// A socket path must fit `sun_path` (108 bytes) after `/.s.PGSQL.<port>` is appended; longer
@@ -126,6 +129,9 @@ pub struct EmbeddedOptions {
     /// Trade durability for speed: `fsync`, `synchronous_commit` and `full_page_writes` off and
     /// `initdb --no-sync`. A machine crash can then corrupt the cluster; meant for tests.
     pub fast_unsafe: bool,
+    /// As root, when the server user cannot enter `data_dir` (a clone under `/root`, a
+    /// `mktemp -d`), use a directory of its own under [`RELOCATION_ROOT`] instead of refusing.
+    pub relocate_if_unreachable: bool,
 }
 
 impl Default for EmbeddedOptions {
@@ -135,6 +141,7 @@ impl Default for EmbeddedOptions {
             port: None,
             bin_dir: None,
             fast_unsafe: false,
+            relocate_if_unreachable: true,
         }
     }
 }
@@ -160,6 +167,9 @@ pub struct EmbeddedPostgres {
     fast_unsafe: bool,
     pg_stat_statements: bool,
     running: bool,
+    /// The data directory asked for, when the server user could not reach it and `data_dir` is
+    /// its stand-in under [`RELOCATION_ROOT`].
+    relocated_from: Option<PathBuf>,
     /// Held for this value's life: a second statgate on the same data directory would
     /// otherwise take a running server for a crashed run's leftover and stop it.
     _owner: fs::File,
@@ -193,8 +203,22 @@ impl EmbeddedPostgres {
             None => Self::find_bin_dir()?,
         };
         let user = server_user()?;
-        let owner = lock_data_dir(&opts.data_dir)?;
-        let data_dir = prepare_data_dir(&opts.data_dir, user.as_ref()).await?;
+        let requested = absolute(&opts.data_dir)?;
+        let (wanted, relocated_from) = match user.as_ref() {
+            Some(user) if opts.relocate_if_unreachable && !reachable(&requested, user) => {
+                let stand_in = relocated(&requested);
+                warn!(
+                    requested = %requested.display(),
+                    using = %stand_in.display(),
+                    user = %user.name,
+                    "the data directory cannot be entered by the user that runs postgres; using one it can"
+                );
+                (stand_in, Some(requested))
+            }
+            _ => (requested, None),
+        };
+        let owner = lock_data_dir(&wanted)?;
+        let data_dir = prepare_data_dir(&wanted, user.as_ref()).await?;
         let port = match opts.port {
             Some(port) => port,
             None => free_port()?,
@@ -208,6 +232,7 @@ impl EmbeddedPostgres {
             user,
             fast_unsafe: opts.fast_unsafe,
             running: false,
+            relocated_from,
             _owner: owner,
         };
         if !pg.data_dir.join("PG_VERSION").exists() {
@@ -225,6 +250,12 @@ impl EmbeddedPostgres {
     /// The canonical data directory.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// The data directory that was asked for, when the server user could not enter it and
+    /// [`Self::data_dir`] stands in for it.
+    pub fn relocated_from(&self) -> Option<&Path> {
+        self.relocated_from.as_deref()
     }
 
     /// Where the server writes its log.
@@ -585,11 +616,59 @@ async fn prepare_data_dir(
     Ok(data_dir)
 }
 
+fn absolute(path: &Path) -> Result<PathBuf, EmbeddedError> {
+    std::path::absolute(path).map_err(io_error(format!("resolving {}", path.display())))
+}
+
+/// Whether `user` can search every existing directory on the way to `data_dir`.
+fn reachable(data_dir: &Path, user: &ServerUser) -> bool {
+    check_traversable_from(data_dir, user, true).is_ok()
+}
+
+/// The stand-in for a data directory the server user cannot reach: under [`RELOCATION_ROOT`],
+/// named after the requested path (readable, and unique by its hash).
+fn relocated(requested: &Path) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(requested.as_os_str().as_encoded_bytes());
+    let hash: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    let readable: String = requested
+        .iter()
+        .rev()
+        .take(3)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .map(|part| {
+            part.to_string_lossy()
+                .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+        })
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join("-");
+    Path::new(RELOCATION_ROOT)
+        .join(format!("{readable}-{hash}"))
+        .join("pgdata")
+}
+
 /// Every directory above `data_dir` must let `user` search it (its primary group only: dropping
 /// privileges clears supplementary groups).
 fn check_traversable(data_dir: &Path, user: &ServerUser) -> Result<(), EmbeddedError> {
+    check_traversable_from(data_dir, user, false)
+}
+
+/// As [`check_traversable`]; with `skip_missing`, directories that do not exist yet (to be
+/// created, by root, searchable) are skipped.
+fn check_traversable_from(
+    data_dir: &Path,
+    user: &ServerUser,
+    skip_missing: bool,
+) -> Result<(), EmbeddedError> {
     for dir in data_dir.ancestors().skip(1) {
-        let metadata = fs::metadata(dir).map_err(io_error(format!("reading {}", dir.display())))?;
+        let metadata = match fs::metadata(dir) {
+            Ok(metadata) => metadata,
+            Err(err) if skip_missing && err.kind() == io::ErrorKind::NotFound => continue,
+            Err(err) => return Err(io_error(format!("reading {}", dir.display()))(err)),
+        };
         let search_bit = if metadata.uid() == user.uid {
             0o100
         } else if metadata.gid() == user.gid {
@@ -831,6 +910,7 @@ mod tests {
             port: None,
             bin_dir: None,
             fast_unsafe: true,
+            relocate_if_unreachable: true,
         }
     }
 
@@ -1038,22 +1118,64 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_data_directory_the_server_user_cannot_reach_is_refused() {
+    async fn a_data_directory_the_server_user_cannot_reach_is_refused_when_relocation_is_off() {
         if effective_uid() != Some(0) {
             return; // only root hands the server to another user
         }
         let private = tempfile::tempdir().expect("create a private directory");
         fs::set_permissions(private.path(), fs::Permissions::from_mode(0o700))
             .expect("make it private");
-        let err = EmbeddedPostgres::start(options(private.path()))
-            .await
-            .expect_err("the server user cannot enter a 0700 root directory");
+        let err = EmbeddedPostgres::start(EmbeddedOptions {
+            relocate_if_unreachable: false,
+            ..options(private.path())
+        })
+        .await
+        .expect_err("the server user cannot enter a 0700 root directory");
         let private_path = fs::canonicalize(private.path()).expect("canonicalize");
         assert!(
             matches!(&err, EmbeddedError::NotTraversable { dir, .. } if *dir == private_path),
             "unexpected error: {err}"
         );
         assert!(err.to_string().contains("user `postgres`"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_data_directory_the_server_user_cannot_reach_is_relocated_and_kept_across_restarts() {
+        if effective_uid() != Some(0) {
+            return; // only root hands the server to another user
+        }
+        let private = tempfile::tempdir().expect("create a private directory");
+        fs::set_permissions(private.path(), fs::Permissions::from_mode(0o700))
+            .expect("make it private");
+        let requested = private.path().join("pgdata");
+        let mut pg = EmbeddedPostgres::start(options(private.path()))
+            .await
+            .expect("starts in a directory the server user can own");
+        assert_eq!(pg.relocated_from(), Some(requested.as_path()));
+        let stand_in = pg.data_dir().to_path_buf();
+        assert!(
+            stand_in.starts_with(RELOCATION_ROOT),
+            "{}",
+            stand_in.display()
+        );
+        query(&pg, "postgres", "create table kept (x int)").await;
+        pg.stop().await.expect("stop");
+        drop(pg);
+        let mut again = EmbeddedPostgres::start(options(private.path()))
+            .await
+            .expect("starts again");
+        assert_eq!(
+            again.data_dir(),
+            stand_in,
+            "the same stand-in, so the data survives"
+        );
+        assert_eq!(
+            query(&again, "postgres", "select count(*) from kept").await,
+            "0"
+        );
+        again.stop().await.expect("stop");
+        drop(again);
+        let _ = fs::remove_dir_all(stand_in.parent().expect("parent"));
     }
 
     #[test]

@@ -10,8 +10,8 @@ use statgate::Application;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    statgate::telemetry::init_logging();
     let cli = Cli::parse();
+    statgate::telemetry::init_logging(cli.settings.log_format, cli.settings.log.as_deref());
     let command = cli.command.unwrap_or(Command::Serve);
     let config = match command {
         Command::Serve | Command::Token { .. } => cli.settings.into_config()?,
@@ -37,7 +37,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Check => {
-            let registry = &Registry::load(&config.queries_dir)?;
+            let registry = &Registry::configured(&config.queries)?;
             with_pool(&config, false, |pool| async move {
                 Ok(registry.check(&pool).await?)
             })
@@ -48,7 +48,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Codegen {
             target: CodegenTarget::Ts { out },
         } => {
-            let registry = &Registry::load(&config.queries_dir)?;
+            let registry = &Registry::configured(&config.queries)?;
             let text = with_pool(&config, config.migrate, |pool| async move {
                 Ok(statgate::codegen::typescript(registry, &pool).await?)
             })
@@ -125,10 +125,7 @@ async fn serve(config: statgate::Config) -> anyhow::Result<()> {
             .state()
             .auth
             .mint_jwt("alice", std::time::Duration::from_secs(24 * 3600))?;
-        println!(
-            "\n  statgate demo is running: open http://{}/\n  demo user alice, JWT: {token}\n",
-            app.address()
-        );
+        println!("{}", demo_banner(&app, &token));
     }
     let shutdown = app.shutdown_token();
     tokio::spawn(async move {
@@ -138,6 +135,30 @@ async fn serve(config: statgate::Config) -> anyhow::Result<()> {
     });
     app.run().await?;
     Ok(())
+}
+
+/// What a newcomer needs after `cargo run`: where to look, who they are, how to reach the
+/// database, and how to stop.
+fn demo_banner(app: &Application, token: &str) -> String {
+    let mut banner = format!(
+        "\n  statgate demo is running: open http://{}/\n  demo user alice, JWT: {token}\n",
+        app.address()
+    );
+    if let Some(database) = app.embedded_database() {
+        banner.push_str(&format!(
+            "  database: psql {}\n  data directory: {}\n",
+            database.url("postgres"),
+            database.data_dir().display()
+        ));
+        if let Some(requested) = database.relocated_from() {
+            banner.push_str(&format!(
+                "    (the user that runs postgres cannot enter {}, so the data lives here)\n",
+                requested.display()
+            ));
+        }
+    }
+    banner.push_str("  Ctrl-C to stop\n");
+    banner
 }
 
 async fn wait_for_signal() {

@@ -11,16 +11,39 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-/// Starts structured logging on stderr (stdout carries command output, such as `codegen ts`);
-/// `RUST_LOG` overrides the default `info` level.
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,sqlx=warn".into());
-    let _ = tracing_subscriber::fmt()
+/// How log lines are written (`STATGATE_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event; coloured only when stderr is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Starts structured logging on stderr (stdout carries command output, such as `codegen ts`).
+/// `filter` is a `RUST_LOG`-style directive (`info,sqlx=warn` when `None`); an invalid one
+/// falls back to the default rather than losing every log line.
+pub fn init_logging(format: LogFormat, filter: Option<&str>) {
+    use std::io::IsTerminal;
+    const DEFAULT_FILTER: &str = "info,sqlx=warn";
+    let filter = filter
+        .and_then(|directives| tracing_subscriber::EnvFilter::try_new(directives).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(DEFAULT_FILTER));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+    };
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]

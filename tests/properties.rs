@@ -216,7 +216,7 @@ fn arbitrary_json() -> impl Strategy<Value = Value> {
 }
 
 fn queries_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("queries")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/blog/queries")
 }
 
 fn registry() -> statgate::registry::Registry {

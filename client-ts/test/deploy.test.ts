@@ -189,8 +189,8 @@ describe('Kubernetes', () => {
     expect(seconds(/^TimeoutStopSec=(\S+)$/m.exec(unit)?.[1] ?? '')).toBeGreaterThanOrEqual(unitDrain + 5);
   });
 
-  test('the registry ConfigMap holds queries/, and the init container lays it out as statgate loads it', () => {
-    const queriesDir = join(ROOT, 'queries');
+  test('the registry ConfigMap holds examples/blog/queries/, and the init container lays it out as statgate loads it', () => {
+    const queriesDir = join(ROOT, 'examples', 'blog', 'queries');
     const queries = new Map(
       walk(queriesDir)
         .filter((file) => file.endsWith('.toml'))
@@ -198,7 +198,7 @@ describe('Kubernetes', () => {
     );
     const configMap = yamlFile(join(dir, 'registry-configmap.yaml'));
     const data = new Map<string, string>(Object.entries(configMap.data));
-    const stale = 'deploy/kubernetes/registry-configmap.yaml differs from queries/: run deploy/kubernetes/sync-registry';
+    const stale = 'deploy/kubernetes/registry-configmap.yaml differs from examples/blog/queries/: run deploy/kubernetes/sync-registry';
     // A block scalar keeps one final newline.
     const normal = (text: string) => text.replace(/\n*$/, '\n');
     expect([...data.keys()].sort(), stale).toEqual([...queries.keys()].map((path) => path.replaceAll('/', '__')).sort());
@@ -251,8 +251,8 @@ test('the Dockerfile passes hadolint, and .dockerignore keeps what the build nee
     .filter((line) => line !== '' && !line.startsWith('#'));
   expect(ignored).toEqual(expect.arrayContaining(['target/', '.statgate/', '**/node_modules/']));
   // The crate's build reads these (Cargo.toml names the benches and tests; sqlx::migrate!
-  // reads migrations/; the image copies queries/).
-  for (const needed of ['src', 'migrations', 'queries', 'benches', 'tests', 'Cargo.toml', 'Cargo.lock']) {
+  // reads migrations/; the image copies examples/blog/queries/; sqlx::migrate! reads examples/blog/migrations/).
+  for (const needed of ['src', 'migrations', 'examples', 'benches', 'tests', 'Cargo.toml', 'Cargo.lock']) {
     expect(ignored.filter((pattern) => pattern.replace(/\/$/, '') === needed), needed).toEqual([]);
   }
 });

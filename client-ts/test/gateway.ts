@@ -88,7 +88,7 @@ export class Gateway {
       STATGATE_DATA_DIR: join(this.dir, 'pgdata'),
       STATGATE_JWT_SECRET: JWT_SECRET,
       STATGATE_TOKEN_SECRET: TOKEN_SECRET,
-      STATGATE_QUERIES: join(ROOT, 'queries'),
+      STATGATE_QUERIES: join(ROOT, 'examples', 'blog', 'queries'),
       STATGATE_DEMO: 'on',
       STATGATE_SHUTDOWN_GRACE_SECS: '2',
     };

@@ -1,4 +1,4 @@
-//! Shared fixtures of the fuzz targets: the example registry under `queries/` and an
+//! Shared fixtures of the fuzz targets: the example registry under `examples/blog/queries/` and an
 //! authenticator with fixed test secrets. Nothing here is used by statgate itself.
 
 use std::path::PathBuf;
@@ -15,9 +15,9 @@ pub const JWT_SECRET: &str = "fuzz-jwt-secret-0123456789abcdefghijklmnop";
 /// Long enough that tokens minted into the seed corpus stay unexpired.
 pub const TOKEN_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
-/// The example registry of the repository (`../queries`).
+/// The example registry of the repository (`../examples/blog/queries`).
 pub fn registry() -> Registry {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../queries");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/blog/queries");
     Registry::load(&dir).expect("the example registry loads")
 }
 

@@ -173,6 +173,26 @@ pub struct ArgDescription {
     pub default: Option<Value>,
 }
 
+/// Where the example registry lives in the repository, as its compiled-in files' names say.
+const EXAMPLE_QUERIES_DIR: &str = "examples/blog/queries";
+
+/// The example registry's files (paths under [`EXAMPLE_QUERIES_DIR`]); a test keeps the list
+/// equal to the directory.
+const EXAMPLE_QUERIES: [(&str, &str); 3] = [
+    (
+        "measurements/rollups.toml",
+        include_str!("../../examples/blog/queries/measurements/rollups.toml"),
+    ),
+    (
+        "posts/stats.toml",
+        include_str!("../../examples/blog/queries/posts/stats.toml"),
+    ),
+    (
+        "users/activity.toml",
+        include_str!("../../examples/blog/queries/users/activity.toml"),
+    ),
+];
+
 #[derive(Debug, Default)]
 pub struct Registry {
     queries: BTreeMap<String, Arc<Query>>,
@@ -191,16 +211,40 @@ impl Registry {
         Ok(registry)
     }
 
+    /// The registry the configuration names.
+    pub fn configured(queries: &crate::config::Queries) -> Result<Self, RegistryError> {
+        match queries {
+            crate::config::Queries::Directory(dir) => Registry::load(dir),
+            crate::config::Queries::Example => Registry::example(),
+        }
+    }
+
+    /// The example application's registry (`examples/blog/queries/`), compiled into the
+    /// binary: demo mode serves it when `STATGATE_QUERIES` is unset, from any directory.
+    pub fn example() -> Result<Self, RegistryError> {
+        let mut registry = Registry::default();
+        for (relative, text) in EXAMPLE_QUERIES {
+            let file = Path::new(EXAMPLE_QUERIES_DIR).join(relative);
+            registry.load_text(Path::new(EXAMPLE_QUERIES_DIR), &file, text)?;
+        }
+        Ok(registry)
+    }
+
     fn load_file(&mut self, root: &Path, file: &Path) -> Result<(), RegistryError> {
         let text = std::fs::read_to_string(file).map_err(|source| RegistryError::Io {
             path: file.to_owned(),
             source,
         })?;
+        self.load_text(root, file, &text)
+    }
+
+    /// Loads the queries of one file: `file` under `root` names them, `text` holds them.
+    fn load_text(&mut self, root: &Path, file: &Path, text: &str) -> Result<(), RegistryError> {
         let table: toml::Table =
             text.parse()
                 .map_err(|err: toml::de::Error| RegistryError::Toml {
                     path: file.to_owned(),
-                    message: toml_message(&text, &err),
+                    message: toml_message(text, &err),
                 })?;
         let prefix = file.strip_prefix(root).unwrap_or(file).with_extension("");
         let prefix: Vec<String> = prefix
@@ -510,6 +554,36 @@ watch = [{ table = "post_stats", match = { post_id = ":postId" } }]
             query.signature(&canonical),
             r#"posts/stats/commentCount::{"postId":17}"#
         );
+    }
+
+    #[test]
+    fn the_compiled_in_example_registry_is_the_example_directory() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(EXAMPLE_QUERIES_DIR);
+        let mut files = Vec::new();
+        collect_files(&dir, &mut files).expect("the example registry");
+        let mut on_disk: Vec<(String, String)> = files
+            .iter()
+            .map(|file| {
+                let relative = file.strip_prefix(&dir).expect("under the directory");
+                (
+                    relative.to_string_lossy().into_owned(),
+                    std::fs::read_to_string(file).expect("read"),
+                )
+            })
+            .collect();
+        on_disk.sort();
+        let compiled: Vec<(String, String)> = EXAMPLE_QUERIES
+            .iter()
+            .map(|(path, text)| ((*path).to_owned(), (*text).to_owned()))
+            .collect();
+        assert_eq!(
+            compiled, on_disk,
+            "update EXAMPLE_QUERIES in src/registry/mod.rs"
+        );
+        let loaded = Registry::load(&dir).expect("loads from disk");
+        let example = Registry::example().expect("loads from the binary");
+        let names = |r: &Registry| r.queries().map(|q| q.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&example), names(&loaded));
     }
 
     #[test]

@@ -320,8 +320,10 @@ async fn check_names_the_missing_watch_and_its_fix_then_a_team_s_own_query_pushe
 
     // Served: subscribe, insert, the update arrives.
     let dir = registry.path().to_owned();
-    let app =
-        crate::helpers::TestApp::spawn_on(url, db, move |config| config.queries_dir = dir).await;
+    let app = crate::helpers::TestApp::spawn_on(url, db, move |config| {
+        config.queries = statgate::config::Queries::Directory(dir)
+    })
+    .await;
     let (signature, mut ws, mut received) = app
         .watch(
             "u1",

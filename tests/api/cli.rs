@@ -163,3 +163,96 @@ fn the_bench_floor_mode_fans_every_change_out_to_every_socket() {
         assert_eq!(report["last_delivery"]["n"], 4, "{report}");
     }
 }
+
+/// `cargo run --release` from a fresh clone: demo mode, the embedded PostgreSQL, the compiled-in
+/// example registry, from a directory of mode 0700 (as root, the user that runs PostgreSQL
+/// cannot enter it, so the data directory moves to one it can own, and the banner says so).
+#[tokio::test]
+async fn the_demo_runs_from_a_private_directory_with_nothing_but_the_binary() {
+    use std::os::unix::fs::PermissionsExt;
+    use tokio::io::AsyncBufReadExt;
+    let clone = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(clone.path(), std::fs::Permissions::from_mode(0o700))
+        .expect("chmod 0700");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_statgate"))
+        .current_dir(clone.path())
+        .env("STATGATE_LISTEN", format!("127.0.0.1:{port}"))
+        .env_remove("DATABASE_URL")
+        .env_remove("STATGATE_DEMO")
+        .env_remove("STATGATE_QUERIES")
+        .env_remove("STATGATE_DATA_DIR")
+        .env_remove("STATGATE_JWT_SECRET")
+        .env_remove("STATGATE_TOKEN_SECRET")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("statgate starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let mut banner = String::new();
+    let read_banner = async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            banner.push_str(&line);
+            banner.push('\n');
+            if line.contains("Ctrl-C to stop") {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(120), read_banner)
+        .await
+        .expect("the banner within two minutes");
+    assert!(
+        banner.contains(&format!("open http://127.0.0.1:{port}/")),
+        "{banner}"
+    );
+    assert!(
+        banner.contains("psql postgres://postgres@127.0.0.1:"),
+        "{banner}"
+    );
+    let data_dir = banner
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("data directory: "))
+        .map(std::path::PathBuf::from)
+        .expect("the banner names the data directory");
+    if banner.contains("cannot enter") {
+        assert!(
+            data_dir.starts_with(statgate::embedded::RELOCATION_ROOT),
+            "{banner}"
+        );
+    }
+
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    crate::helpers::wait_until_ready(&http, &base, std::time::Duration::from_secs(30)).await;
+    let page = http.get(format!("{base}/")).send().await.expect("the page");
+    assert_eq!(page.status(), 200);
+    let queries = http
+        .get(format!("{base}/realtime/queries"))
+        .send()
+        .await
+        .expect("queries")
+        .text()
+        .await
+        .expect("body");
+    assert!(queries.contains("posts/stats/commentCount"), "{queries}");
+
+    let pid = child.id().expect("pid").to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    let status = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .expect("status");
+    assert!(status.success(), "{status}");
+    if data_dir.starts_with(statgate::embedded::RELOCATION_ROOT) {
+        let _ = std::fs::remove_dir_all(data_dir.parent().expect("parent"));
+    }
+}

@@ -89,7 +89,7 @@ fn stop_when_this_process_exits(dir: &std::path::Path) {
 }
 
 pub fn queries_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("queries")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/blog/queries")
 }
 
 /// A PostgreSQL server of the test's own (so it may stop and restart it) under a temporary

@@ -379,7 +379,10 @@ watch = [{ table = "post_stats", match = { post_id = ":postId" } }]
 async fn a_subscription_whose_query_fails_does_not_hold_back_the_others() {
     let registry = registry_with_a_failing_query();
     let dir = registry.path().to_owned();
-    let app = TestApp::spawn_with(move |config| config.queries_dir = dir).await;
+    let app = TestApp::spawn_with(move |config| {
+        config.queries = statgate::config::Queries::Directory(dir)
+    })
+    .await;
     let post = app.new_post().await;
     app.add_comment(post).await;
     let (bad_token, bad_sig) = app

@@ -352,7 +352,7 @@ async fn args_whose_token_would_be_refused_by_the_socket_get_400_instead() {
     )
     .expect("query file");
     let app = TestApp::spawn_with(|config| {
-        config.queries_dir = queries.path().to_owned();
+        config.queries = statgate::config::Queries::Directory(queries.path().to_owned());
         config.limits.max_args_bytes = 64 * 1024;
     })
     .await;
