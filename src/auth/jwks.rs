@@ -91,14 +91,6 @@ impl Keys {
     pub fn for_algorithm(&self, alg: Algorithm) -> impl Iterator<Item = &ProviderKey> {
         self.keys.iter().filter(move |key| key.verifies(alg))
     }
-
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
 }
 
 /// The cached key set of one provider.
