@@ -172,7 +172,7 @@ impl Application {
             concurrency: config.recompute_concurrency,
             window: config.recompute_window,
         };
-        let tasks = vec![
+        let mut tasks = vec![
             feed,
             tokio::spawn(listener::dispatch(
                 events_rx,
@@ -191,8 +191,12 @@ impl Application {
             config.limits.max_sockets_per_user,
             config.limits.max_sockets_per_ip,
         ));
+        let auth = Arc::new(Authenticator::new(&config));
+        if let Some(key_set) = auth.key_set() {
+            tasks.push(key_set.start(shutdown.clone()).await);
+        }
         let state = AppState {
-            auth: Arc::new(Authenticator::new(&config)),
+            auth,
             config: Arc::new(config),
             registry: Arc::new(registry),
             pool,

@@ -1,21 +1,33 @@
-//! Who is calling, and what they may receive: JWT verification (the caller's identity) and
-//! the stateless subscription token that statgate signs itself (SPEC §4).
+//! Who is calling, and what they may receive: authToken (JWT) verification, the caller's
+//! identity, and the stateless subscription token that statgate signs itself (SPEC §4).
+//!
+//! authTokens are verified by [`jwt`]: HS256 with the configured secrets, and tokens signed by
+//! an identity provider's keys, which [`jwks`] fetches and keeps. The user is one configured
+//! claim (`sub` unless `STATGATE_JWT_USER_CLAIM` names another); every other claim is kept for
+//! `auth` rules.
 //!
 //! The subscription token is `base64url(claims JSON) "." base64url(HMAC-SHA256)`. Any node
 //! holding one of the configured keys can verify it, so a client may subscribe on one node
 //! and connect to another. The first key signs; every key verifies (rotation). This module
 //! never logs a token or a secret, and its errors never contain one.
 
+pub mod jwks;
+mod jwt;
+
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use sha2::Sha256;
 
 use crate::config::{Config, Secret};
+use jwks::KeySet;
+use jwt::JwtVerifier;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -30,33 +42,41 @@ pub enum AuthError {
     ExpiredJwt,
     #[error("invalid authToken: {0}")]
     InvalidJwt(String),
+    #[error("invalid authToken: signed by a key (kid) the identity provider does not list")]
+    UnknownKey,
+    #[error(
+        "invalid authToken: the identity provider's keys are not loaded yet (its key set could \
+         not be fetched); retry later"
+    )]
+    KeysUnavailable,
     #[error("invalid subscription token")]
     InvalidToken,
     #[error("subscription token expired")]
     ExpiredToken,
     #[error("the subscription token belongs to another user")]
     UserMismatch,
+    #[error("statgate mints HS256 JWTs only, and no STATGATE_JWT_SECRET is set")]
+    NoSigningSecret,
 }
 
-/// The claims statgate reads from an authToken; every other claim is kept for `auth` rules.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+/// A verified authToken: the user it names, its expiry, and every claim (for `auth` rules).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Claims {
-    pub sub: String,
+    /// The configured user claim's value, as a string (a number claim is rendered).
+    pub user: String,
+    /// Expiry, seconds since the Unix epoch.
     pub exp: u64,
-    #[serde(flatten)]
-    pub other: serde_json::Map<String, serde_json::Value>,
+    /// Every claim of the token, the user claim and `exp` included.
+    pub all: serde_json::Map<String, Value>,
 }
 
 impl Claims {
-    /// A claim as a string, for `auth` rules (`sub` and any other string or number claim).
+    /// A claim as a string, for `auth` rules (a string, number or boolean claim).
     pub fn claim(&self, name: &str) -> Option<String> {
-        if name == "sub" {
-            return Some(self.sub.clone());
-        }
-        match self.other.get(name)? {
-            serde_json::Value::String(s) => Some(s.clone()),
-            serde_json::Value::Number(n) => Some(n.to_string()),
-            serde_json::Value::Bool(b) => Some(b.to_string()),
+        match self.all.get(name)? {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
             _ => None,
         }
     }
@@ -85,9 +105,9 @@ impl TokenClaims {
 
 /// Verifies authTokens and signs/verifies subscription tokens.
 pub struct Authenticator {
-    jwt_keys: Vec<DecodingKey>,
-    jwt_signing_key: EncodingKey,
-    validation: Validation,
+    jwt: JwtVerifier,
+    /// The first HS256 secret, for `statgate token` and the demo page.
+    jwt_signing_key: Option<EncodingKey>,
     token_keys: Vec<HmacSha256>,
     token_ttl: Duration,
 }
@@ -106,16 +126,25 @@ pub fn now_secs() -> u64 {
 }
 
 impl Authenticator {
+    /// The authenticator of a gateway. Its key set, if any, starts empty: the caller loads it
+    /// and keeps it fresh with [`KeySet::start`].
     pub fn new(config: &Config) -> Self {
-        Self::from_parts(
+        let key_set = config.jwks.as_ref().map(|jwks| Arc::new(KeySet::new(jwks)));
+        Self::build(
+            JwtVerifier::new(
+                &config.jwt_secrets,
+                key_set,
+                config.jwt_audience.as_deref(),
+                config.jwt_issuer.as_deref(),
+                &config.jwt_user_claim,
+            ),
             &config.jwt_secrets,
             &config.token_secrets,
-            config.jwt_audience.as_deref(),
-            config.jwt_issuer.as_deref(),
             config.token_ttl,
         )
     }
 
+    /// An authenticator with HS256 secrets only and `sub` as the user claim (tests, fuzzing).
     pub fn from_parts(
         jwt_secrets: &[Secret],
         token_secrets: &[Secret],
@@ -123,88 +152,80 @@ impl Authenticator {
         issuer: Option<&str>,
         token_ttl: Duration,
     ) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 0;
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        match audience {
-            Some(aud) => validation.set_audience(&[aud]),
-            None => validation.validate_aud = false,
-        }
-        if let Some(iss) = issuer {
-            validation.set_issuer(&[iss]);
-        }
+        Self::build(
+            JwtVerifier::new(jwt_secrets, None, audience, issuer, "sub"),
+            jwt_secrets,
+            token_secrets,
+            token_ttl,
+        )
+    }
+
+    fn build(
+        jwt: JwtVerifier,
+        jwt_secrets: &[Secret],
+        token_secrets: &[Secret],
+        token_ttl: Duration,
+    ) -> Self {
         let token_keys = token_secrets
             .iter()
             .filter_map(|secret| HmacSha256::new_from_slice(secret.expose().as_bytes()).ok())
             .collect();
-        let signing = jwt_secrets
-            .first()
-            .map(|s| s.expose().as_bytes())
-            .unwrap_or_default();
         Authenticator {
-            jwt_keys: jwt_secrets
-                .iter()
-                .map(|secret| DecodingKey::from_secret(secret.expose().as_bytes()))
-                .collect(),
-            jwt_signing_key: EncodingKey::from_secret(signing),
-            validation,
+            jwt,
+            jwt_signing_key: jwt_secrets
+                .first()
+                .map(|secret| EncodingKey::from_secret(secret.expose().as_bytes())),
             token_keys,
             token_ttl,
         }
     }
 
-    /// Verifies an authToken against every configured JWT secret.
+    /// The identity provider's key set, when one is configured.
+    pub fn key_set(&self) -> Option<&Arc<KeySet>> {
+        self.jwt.key_set()
+    }
+
+    /// Verifies an authToken with the keys at hand (no network): HS256 against every
+    /// configured secret, or the identity provider's key it names.
     pub fn verify_jwt(&self, jwt: &str) -> Result<Claims, AuthError> {
-        if jwt.is_empty() {
-            return Err(AuthError::MissingJwt);
-        }
-        if jwt.len() > MAX_TOKEN_BYTES {
-            return Err(AuthError::InvalidJwt("too long".into()));
-        }
-        let mut last = AuthError::InvalidJwt("no key configured".into());
-        for key in &self.jwt_keys {
-            match jsonwebtoken::decode::<Claims>(jwt, key, &self.validation) {
-                Ok(data) => return Ok(data.claims),
-                Err(err) => {
-                    use jsonwebtoken::errors::ErrorKind;
-                    last = match err.kind() {
-                        ErrorKind::ExpiredSignature => return Err(AuthError::ExpiredJwt),
-                        ErrorKind::InvalidSignature => {
-                            AuthError::InvalidJwt("bad signature".into())
-                        }
-                        ErrorKind::InvalidAudience => {
-                            return Err(AuthError::InvalidJwt("wrong audience".into()))
-                        }
-                        ErrorKind::InvalidIssuer => {
-                            return Err(AuthError::InvalidJwt("wrong issuer".into()))
-                        }
-                        ErrorKind::MissingRequiredClaim(claim) => {
-                            return Err(AuthError::InvalidJwt(format!("missing claim {claim}")))
-                        }
-                        ErrorKind::InvalidAlgorithm => {
-                            return Err(AuthError::InvalidJwt("algorithm must be HS256".into()))
-                        }
-                        _ => return Err(AuthError::InvalidJwt("malformed".into())),
-                    };
+        self.jwt.verify(jwt)
+    }
+
+    /// [`verify_jwt`](Self::verify_jwt), but a token naming a key the cached key set lacks
+    /// (the provider rotated its keys) makes the key set be fetched again first, at most once
+    /// per `STATGATE_JWKS_MIN_REFETCH_SECS` however many such tokens arrive.
+    pub async fn verify_jwt_refreshing(&self, jwt: &str) -> Result<Claims, AuthError> {
+        let seen = self.key_set().map(|set| set.generation());
+        match self.verify_jwt(jwt) {
+            Err(err @ (AuthError::UnknownKey | AuthError::KeysUnavailable)) => {
+                match (self.key_set(), seen) {
+                    (Some(set), Some(seen)) if set.refetch_after(seen).await => {
+                        self.verify_jwt(jwt)
+                    }
+                    _ => Err(err),
                 }
             }
+            verified => verified,
         }
-        Err(last)
     }
 
     /// Mints an HS256 JWT with the first JWT secret (the `token` subcommand and demo mode).
-    pub fn mint_jwt(&self, sub: &str, ttl: Duration) -> Result<String, AuthError> {
-        let claims = Claims {
-            sub: sub.to_owned(),
-            exp: now_secs().saturating_add(ttl.as_secs()),
-            other: serde_json::Map::new(),
-        };
-        jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &self.jwt_signing_key,
-        )
-        .map_err(|err| AuthError::InvalidJwt(err.to_string()))
+    /// The user goes in the configured user claim, and in `sub` too, which `auth` rules
+    /// commonly name.
+    pub fn mint_jwt(&self, user: &str, ttl: Duration) -> Result<String, AuthError> {
+        let key = self
+            .jwt_signing_key
+            .as_ref()
+            .ok_or(AuthError::NoSigningSecret)?;
+        let mut claims = serde_json::Map::new();
+        claims.insert("sub".into(), Value::from(user));
+        claims.insert(self.jwt.user_claim().into(), Value::from(user));
+        claims.insert(
+            "exp".into(),
+            Value::from(now_secs().saturating_add(ttl.as_secs())),
+        );
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, key)
+            .map_err(|err| AuthError::InvalidJwt(err.to_string()))
     }
 
     /// Signs a subscription token for `user`, valid for the configured lifetime.
@@ -344,12 +365,8 @@ mod tests {
         let jwt = auth
             .mint_jwt("alice", Duration::from_secs(60))
             .expect("mint");
-        assert_eq!(auth.verify_jwt(&jwt).expect("valid").sub, "alice");
-        let claims = Claims {
-            sub: "alice".into(),
-            exp: now_secs() - 10,
-            other: Default::default(),
-        };
+        assert_eq!(auth.verify_jwt(&jwt).expect("valid").user, "alice");
+        let claims = serde_json::json!({"sub": "alice", "exp": now_secs() - 10});
         let expired = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
             &claims,

@@ -15,9 +15,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Secrets shorter than this are refused outside demo mode (SPEC §4).
 pub const MIN_SECRET_BYTES: usize = 32;
 
-/// The fixed demo secret: demo tokens keep working across restarts, and it is long enough to
-/// pass the same checks as a real one. It is never used outside demo mode.
-const DEMO_SECRET: &str = "statgate-demo-secret-do-not-use-in-production";
+mod demo_secrets;
 
 /// A secret string whose `Debug` and `Display` never reveal it.
 #[derive(Clone, PartialEq, Eq)]
@@ -57,6 +55,27 @@ pub enum ConfigError {
     NotAFraction { name: &'static str, value: f64 },
     #[error("DATABASE_READ_URL is set without DATABASE_URL: a read replica needs the primary it follows")]
     ReadUrlWithoutUrl,
+    #[error(
+        "neither STATGATE_JWT_SECRET nor STATGATE_JWKS_URL is set: statgate needs a way to verify \
+         authTokens outside demo mode (an HS256 secret of {MIN_SECRET_BYTES} bytes or more, or the \
+         JSON Web Key Set URL of your identity provider; or run with --demo for local development)"
+    )]
+    NoJwtVerifier,
+    #[error("STATGATE_JWKS_URL must be an http:// or https:// URL, got {0:?}")]
+    BadJwksUrl(String),
+    #[error("STATGATE_JWT_USER_CLAIM must name a claim (e.g. sub)")]
+    EmptyUserClaim,
+    #[error(
+        "demo mode would listen on {listen}, which is not a loopback address: demo mode serves an \
+         unauthenticated token mint and write endpoints, so it only listens on loopback unless \
+         STATGATE_DEMO_ALLOW_REMOTE=on says otherwise"
+    )]
+    DemoNotLoopback { listen: SocketAddr },
+    #[error("cannot keep the demo secrets in {path}: {source}")]
+    DemoSecrets {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 #[derive(Debug, Parser)]
@@ -88,7 +107,7 @@ pub enum Command {
     Check,
     /// Mint a JWT with the configured secret (development only).
     Token {
-        /// The user id, put in the `sub` claim.
+        /// The user id, put in the `sub` claim (and in `STATGATE_JWT_USER_CLAIM`).
         #[arg(long)]
         sub: String,
         /// Lifetime, e.g. `30m`, `1h`, `7d`.
@@ -165,6 +184,35 @@ pub struct Settings {
     /// Required `iss` claim of authTokens, when set.
     #[arg(long, env = "STATGATE_JWT_ISSUER", global = true)]
     pub jwt_issuer: Option<String>,
+    /// The claim that names the user (auth rules, limits, logs): a string or a number.
+    #[arg(
+        long,
+        env = "STATGATE_JWT_USER_CLAIM",
+        default_value = "sub",
+        global = true
+    )]
+    pub jwt_user_claim: String,
+    /// An identity provider's JSON Web Key Set (http or https URL): authTokens signed by its
+    /// keys (RS256/384/512, ES256/384, EdDSA) are accepted.
+    #[arg(long, env = "STATGATE_JWKS_URL", global = true)]
+    pub jwks_url: Option<String>,
+    /// Seconds between two routine fetches of the key set.
+    #[arg(
+        long,
+        env = "STATGATE_JWKS_REFRESH_SECS",
+        default_value_t = 600,
+        global = true
+    )]
+    pub jwks_refresh_secs: u64,
+    /// Seconds between two fetches of the key set caused by an authToken naming an unknown key
+    /// (`kid`): a flood of made-up key ids costs the identity provider one fetch per interval.
+    #[arg(
+        long,
+        env = "STATGATE_JWKS_MIN_REFETCH_SECS",
+        default_value_t = 30,
+        global = true
+    )]
+    pub jwks_min_refetch_secs: u64,
     /// Subscription-token key(s), comma-separated; the first signs, all verify.
     #[arg(
         long,
@@ -197,6 +245,19 @@ pub struct Settings {
     /// Demo mode (default: on when DATABASE_URL is unset).
     #[arg(long, env = "STATGATE_DEMO", global = true, num_args = 0..=1, default_missing_value = "true", value_parser = parse_switch)]
     pub demo: Option<bool>,
+    /// Let demo mode listen on a non-loopback address (its token mint and write endpoints are
+    /// then open to the network).
+    #[arg(
+        long,
+        env = "STATGATE_DEMO_ALLOW_REMOTE",
+        default_value = "off",
+        num_args = 0..=1,
+        default_missing_value = "on",
+        action = clap::ArgAction::Set,
+        value_parser = parse_switch,
+        global = true
+    )]
+    pub demo_allow_remote: bool,
     /// Skip the migrations on `serve`.
     #[arg(long, env = "STATGATE_NO_MIGRATE", global = true)]
     pub no_migrate: bool,
@@ -457,6 +518,10 @@ pub struct Config {
     pub jwt_secrets: Vec<Secret>,
     pub jwt_audience: Option<String>,
     pub jwt_issuer: Option<String>,
+    /// The claim naming the user (`STATGATE_JWT_USER_CLAIM`).
+    pub jwt_user_claim: String,
+    /// The identity provider's key set, when authTokens may be signed by it.
+    pub jwks: Option<JwksConfig>,
     pub token_secrets: Vec<Secret>,
     pub token_ttl: Duration,
     pub queries: Queries,
@@ -475,6 +540,16 @@ pub struct Config {
     pub change_feed: ChangeFeed,
     pub feed_poll: Duration,
     pub parity_sample_rate: f64,
+}
+
+/// Where and how often the identity provider's key set is fetched (`STATGATE_JWKS_*`).
+#[derive(Debug, Clone)]
+pub struct JwksConfig {
+    pub url: reqwest::Url,
+    /// Interval of routine fetches.
+    pub refresh: Duration,
+    /// Least interval between two fetches caused by an unknown `kid`.
+    pub min_refetch: Duration,
 }
 
 /// Per-request and per-socket limits (SPEC §5, §8).
@@ -510,15 +585,30 @@ impl Settings {
 
     fn validate(self, needs_secrets: bool) -> Result<Config, ConfigError> {
         let demo = self.demo.unwrap_or(self.database_url.is_none());
-        let secrets = |name, values: Vec<String>| {
-            if needs_secrets || values.iter().any(|value| !value.trim().is_empty()) {
-                secrets(name, values, demo)
-            } else {
-                Ok(Vec::new())
-            }
-        };
-        let jwt_secrets = secrets("STATGATE_JWT_SECRET", self.jwt_secret)?;
-        let token_secrets = secrets("STATGATE_TOKEN_SECRET", self.token_secret)?;
+        if demo && !self.listen.ip().is_loopback() && !self.demo_allow_remote {
+            return Err(ConfigError::DemoNotLoopback {
+                listen: self.listen,
+            });
+        }
+        let jwks = self
+            .jwks_url
+            .as_deref()
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .map(|url| {
+                Ok::<_, ConfigError>(JwksConfig {
+                    url: jwks_url(url)?,
+                    refresh: Duration::from_secs(self.jwks_refresh_secs),
+                    min_refetch: Duration::from_secs(self.jwks_min_refetch_secs),
+                })
+            })
+            .transpose()?;
+        let jwt_user_claim = self.jwt_user_claim.trim().to_owned();
+        if jwt_user_claim.is_empty() {
+            return Err(ConfigError::EmptyUserClaim);
+        }
+        let jwt_listed = secrets("STATGATE_JWT_SECRET", self.jwt_secret, demo)?;
+        let token_listed = secrets("STATGATE_TOKEN_SECRET", self.token_secret, demo)?;
         for (name, value) in [
             ("STATGATE_HEARTBEAT_SECS", self.heartbeat_secs),
             ("STATGATE_TOKEN_TTL_SECS", self.token_ttl_secs),
@@ -531,6 +621,7 @@ impl Settings {
             ),
             ("STATGATE_POOL_SIZE", u64::from(self.pool_size)),
             ("STATGATE_FEED_POLL_MS", self.feed_poll_ms),
+            ("STATGATE_JWKS_REFRESH_SECS", self.jwks_refresh_secs),
         ] {
             if value == 0 {
                 return Err(ConfigError::NotPositive { name, value });
@@ -545,6 +636,21 @@ impl Settings {
         if self.database_read_url.is_some() && self.database_url.is_none() {
             return Err(ConfigError::ReadUrlWithoutUrl);
         }
+        let demo_store = match (demo, &self.database_url) {
+            (false, _) => None,
+            (true, Some(_)) => Some(demo_secrets::DemoSecrets::per_process()),
+            (true, None) => Some(demo_secrets::DemoSecrets::beside(&self.data_dir)),
+        };
+        // Last, so that a refused configuration writes no demo secret. Commands that sign and
+        // verify nothing take only the secrets they are given.
+        let (jwt_secrets, token_secrets) = if needs_secrets {
+            unset_secrets(jwt_listed, token_listed, demo_store, jwks.is_some())?
+        } else {
+            (
+                jwt_listed.unwrap_or_default(),
+                token_listed.unwrap_or_default(),
+            )
+        };
         let database = match self.database_url {
             Some(url) => Database::External(Secret::new(url)),
             None => Database::Embedded {
@@ -561,6 +667,8 @@ impl Settings {
             jwt_secrets,
             jwt_audience: self.jwt_audience,
             jwt_issuer: self.jwt_issuer,
+            jwt_user_claim,
+            jwks,
             token_secrets,
             token_ttl: Duration::from_secs(self.token_ttl_secs),
             queries: match self.queries {
@@ -599,22 +707,20 @@ impl Settings {
     }
 }
 
+/// The secrets a setting lists, or `None` when it lists none (the caller decides whether that
+/// is an error or where the secret comes from instead).
 fn secrets(
     name: &'static str,
     values: Vec<String>,
     demo: bool,
-) -> Result<Vec<Secret>, ConfigError> {
+) -> Result<Option<Vec<Secret>>, ConfigError> {
     let values: Vec<String> = values
         .into_iter()
         .map(|value| value.trim().to_owned())
         .filter(|value| !value.is_empty())
         .collect();
     if values.is_empty() {
-        return if demo {
-            Ok(vec![Secret::new(DEMO_SECRET)])
-        } else {
-            Err(ConfigError::MissingSecret { name })
-        };
+        return Ok(None);
     }
     if !demo {
         if let Some(short) = values.iter().find(|value| value.len() < MIN_SECRET_BYTES) {
@@ -624,7 +730,43 @@ fn secrets(
             });
         }
     }
-    Ok(values.into_iter().map(Secret::new).collect())
+    Ok(Some(values.into_iter().map(Secret::new).collect()))
+}
+
+/// The secrets of both settings: those listed, else (demo mode) random ones, else an error.
+/// Outside demo mode a key set may stand in for JWT secrets. In demo mode a secret left unset
+/// is random, per data directory (kept beside it, so demo JWTs survive a restart) or, against
+/// `DATABASE_URL`, per process; never a constant.
+fn unset_secrets(
+    jwt_listed: Option<Vec<Secret>>,
+    token_listed: Option<Vec<Secret>>,
+    demo_store: Option<demo_secrets::DemoSecrets>,
+    has_key_set: bool,
+) -> Result<(Vec<Secret>, Vec<Secret>), ConfigError> {
+    let jwt_secrets = match (jwt_listed, &demo_store) {
+        (Some(secrets), _) => secrets,
+        // The demo page mints HS256 JWTs for its user, key set or not.
+        (None, Some(store)) => vec![store.secret("STATGATE_JWT_SECRET")?],
+        (None, None) if has_key_set => Vec::new(),
+        (None, None) => return Err(ConfigError::NoJwtVerifier),
+    };
+    let token_secrets = match (token_listed, &demo_store) {
+        (Some(secrets), _) => secrets,
+        (None, Some(store)) => vec![store.secret("STATGATE_TOKEN_SECRET")?],
+        (None, None) => {
+            return Err(ConfigError::MissingSecret {
+                name: "STATGATE_TOKEN_SECRET",
+            })
+        }
+    };
+    Ok((jwt_secrets, token_secrets))
+}
+
+fn jwks_url(value: &str) -> Result<reqwest::Url, ConfigError> {
+    match reqwest::Url::parse(value) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => Ok(url),
+        _ => Err(ConfigError::BadJwksUrl(value.to_owned())),
+    }
 }
 
 impl Config {
@@ -638,6 +780,8 @@ impl Config {
             jwt_secrets: vec![Secret::new("test-jwt-secret-0123456789abcdefghijklmnop")],
             jwt_audience: None,
             jwt_issuer: None,
+            jwt_user_claim: "sub".into(),
+            jwks: None,
             token_secrets: vec![Secret::new("test-token-secret-0123456789abcdefghijklmn")],
             token_ttl: Duration::from_secs(3600),
             queries: Queries::Directory(queries_dir),
@@ -682,15 +826,143 @@ mod tests {
         Cli::try_parse_from(argv).expect("arguments parse").settings
     }
 
+    /// Demo-mode settings whose embedded data directory (and so the demo secrets file) lives in
+    /// `dir`.
+    fn demo_settings(dir: &tempfile::TempDir, args: &[&str]) -> Settings {
+        let data_dir = dir.path().join("pgdata");
+        let mut argv = vec!["--demo", "--data-dir", data_dir.to_str().expect("utf-8")];
+        argv.extend_from_slice(args);
+        settings(&argv)
+    }
+
     #[test]
     fn a_missing_secret_is_refused_outside_demo_mode() {
         let err = settings(&["--database-url", "postgres://x/y"])
             .into_config()
             .unwrap_err();
+        let message = err.to_string();
         assert!(
-            err.to_string().contains("STATGATE_JWT_SECRET is not set"),
+            message.contains("neither STATGATE_JWT_SECRET nor STATGATE_JWKS_URL is set"),
+            "{message}"
+        );
+        let long = "x".repeat(40);
+        let err = settings(&["--database-url", "postgres://x/y", "--jwt-secret", &long])
+            .into_config()
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("STATGATE_TOKEN_SECRET is not set"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_key_set_url_alone_verifies_jwts_and_must_be_http_or_https() {
+        let long = "x".repeat(40);
+        let config = settings(&[
+            "--database-url",
+            "postgres://x/y",
+            "--token-secret",
+            &long,
+            "--jwks-url",
+            "https://idp.example/.well-known/jwks.json",
+        ])
+        .into_config()
+        .expect("config");
+        assert!(config.jwt_secrets.is_empty());
+        let jwks = config.jwks.expect("a key set");
+        assert_eq!(
+            jwks.url.as_str(),
+            "https://idp.example/.well-known/jwks.json"
+        );
+        assert_eq!(jwks.refresh, Duration::from_secs(600));
+        assert_eq!(jwks.min_refetch, Duration::from_secs(30));
+        assert_eq!(config.jwt_user_claim, "sub");
+        for bad in [
+            "ftp://idp.example/jwks",
+            "not a url",
+            "file:///etc/jwks.json",
+        ] {
+            let err = settings(&[
+                "--database-url",
+                "postgres://x/y",
+                "--token-secret",
+                &long,
+                "--jwks-url",
+                bad,
+            ])
+            .into_config()
+            .unwrap_err();
+            assert!(err.to_string().contains("STATGATE_JWKS_URL"), "{err}");
+        }
+        let err = settings(&["--jwt-user-claim", " "])
+            .into_config()
+            .unwrap_err();
+        assert!(err.to_string().contains("STATGATE_JWT_USER_CLAIM"), "{err}");
+    }
+
+    #[test]
+    fn demo_mode_refuses_a_non_loopback_address_unless_told_explicitly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = demo_settings(&dir, &["--listen", "0.0.0.0:8080"])
+            .into_config()
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("STATGATE_DEMO_ALLOW_REMOTE=on"),
+            "{err}"
+        );
+        assert!(
+            !dir.path().join("pgdata.demo-secrets").exists(),
+            "a refused configuration writes nothing"
+        );
+        let config = demo_settings(
+            &dir,
+            &["--listen", "0.0.0.0:8080", "--demo-allow-remote", "on"],
+        )
+        .into_config()
+        .expect("allowed explicitly");
+        assert!(config.demo);
+        assert!(
+            demo_settings(&dir, &["--listen", "0.0.0.0:8080", "--demo-allow-remote"])
+                .into_config()
+                .is_ok(),
+            "the bare flag means on"
+        );
+        for loopback in ["127.0.0.1:8080", "[::1]:8080"] {
+            assert!(demo_settings(&dir, &["--listen", loopback])
+                .into_config()
+                .is_ok());
+        }
+    }
+
+    #[test]
+    fn demo_mode_draws_a_random_secret_for_the_one_left_unset_and_keeps_it_per_data_directory() {
+        let jwt = "configured-jwt-secret-0123456789abcdefghij";
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = demo_settings(&dir, &["--jwt-secret", jwt])
+            .into_config()
+            .expect("config");
+        assert_eq!(first.jwt_secrets, vec![Secret::new(jwt)]);
+        assert_eq!(first.token_secrets.len(), 1);
+        assert!(first.token_secrets[0].expose().len() >= MIN_SECRET_BYTES);
+        let again = demo_settings(&dir, &["--jwt-secret", jwt])
+            .into_config()
+            .expect("config");
+        assert_eq!(
+            again.token_secrets, first.token_secrets,
+            "kept across restarts"
+        );
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        let other = demo_settings(&elsewhere, &["--jwt-secret", jwt])
+            .into_config()
+            .expect("config");
+        assert_ne!(other.token_secrets, first.token_secrets);
+        // Against DATABASE_URL there is no data directory of statgate's: one per process.
+        let external = |_: ()| {
+            settings(&["--demo", "--database-url", "postgres://x/y"])
+                .into_config()
+                .expect("config")
+        };
+        assert_ne!(external(()).jwt_secrets, external(()).jwt_secrets);
     }
 
     #[test]
@@ -744,7 +1016,11 @@ mod tests {
 
     #[test]
     fn demo_mode_supplies_secrets_and_is_the_default_without_a_database_url() {
-        let config = settings(&[]).into_config().expect("demo config");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data_dir = dir.path().join("pgdata");
+        let config = settings(&["--data-dir", data_dir.to_str().expect("utf-8")])
+            .into_config()
+            .expect("demo config");
         assert!(config.demo);
         assert_eq!(config.jwt_secrets.len(), 1);
         assert!(format!("{:?}", config.jwt_secrets).contains("redacted"));
@@ -782,10 +1058,11 @@ mod tests {
 
     #[test]
     fn the_change_feed_is_notify_unless_table_is_asked_for() {
-        let config = settings(&[]).into_config().expect("config");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = demo_settings(&dir, &[]).into_config().expect("config");
         assert_eq!(config.change_feed, ChangeFeed::Notify);
         assert_eq!(config.feed_poll, Duration::from_millis(10));
-        let config = settings(&["--change-feed", "table", "--feed-poll-ms", "25"])
+        let config = demo_settings(&dir, &["--change-feed", "table", "--feed-poll-ms", "25"])
             .into_config()
             .expect("config");
         assert_eq!(config.change_feed, ChangeFeed::Table);

@@ -53,9 +53,9 @@ static EVERY_TYPE: LazyLock<Vec<ArgSpec>> = LazyLock::new(|| {
 });
 
 static CLAIMS: LazyLock<Claims> = LazyLock::new(|| Claims {
-    sub: "alice".into(),
+    user: "alice".into(),
     exp: u64::MAX,
-    other: Map::new(),
+    all: Map::from_iter([("sub".to_owned(), Value::from("alice"))]),
 });
 
 /// Every canonical value can be read as a key of its type: the matcher indexes signatures by

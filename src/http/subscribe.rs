@@ -62,11 +62,10 @@ pub async fn subscribe(
 ) -> Result<Json<SubscribeReply>, ApiError> {
     let client =
         crate::limits::client_address(peer.ip(), &headers, state.config.limits.trust_forwarded_for);
-    let outcome = state
-        .subscribe_limits
-        .check_ip(client)
-        .map_err(ApiError::from)
-        .and_then(|()| handle(&state, &headers, body));
+    let outcome = match state.subscribe_limits.check_ip(client) {
+        Ok(()) => handle(&state, &headers, body).await,
+        Err(refused) => Err(ApiError::from(refused)),
+    };
     let label = OutcomeLabel {
         outcome: if outcome.is_ok() { "ok" } else { "rejected" },
     };
@@ -74,7 +73,7 @@ pub async fn subscribe(
     outcome.map(Json)
 }
 
-fn handle(
+async fn handle(
     state: &AppState,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -106,8 +105,8 @@ fn handle(
                 .and_then(bearer)
         })
         .ok_or(AuthError::MissingJwt)?;
-    let claims = state.auth.verify_jwt(jwt)?;
-    state.subscribe_limits.check_user(&claims.sub)?;
+    let claims = state.auth.verify_jwt_refreshing(jwt).await?;
+    state.subscribe_limits.check_user(&claims.user)?;
     let query = state
         .registry
         .get(&request.query_name)
@@ -121,7 +120,7 @@ fn handle(
         });
     }
     query.authorize(&args, &claims)?;
-    let (token, token_claims) = state.auth.sign_token(&claims.sub, &query.name, &args.json);
+    let (token, token_claims) = state.auth.sign_token(&claims.user, &query.name, &args.json);
     if token.len() > crate::auth::MAX_TOKEN_BYTES {
         // Escaping can grow args several times over (a control character becomes \u0001):
         // a token the WebSocket endpoint would refuse unread is not handed out.

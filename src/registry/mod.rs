@@ -635,9 +635,12 @@ watch = [{ table = "measurement_rollups", match = { user_id = ":userId" } }]
         .expect("loads");
         let query = registry.get("posts/stats/daily").expect("query");
         let claims = Claims {
-            sub: "u1".into(),
+            user: "u1".into(),
             exp: 0,
-            other: Default::default(),
+            all: json!({"sub": "u1", "exp": 0})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
         };
         let own = query.validate(&json!({"userId": "u1"})).expect("valid");
         let other = query.validate(&json!({"userId": "u2"})).expect("valid");

@@ -86,7 +86,9 @@ enum Exit {
 
 struct Connection {
     state: AppState,
-    user: String,
+    /// The claims of the socket's current JWT (the upgrade's, then each accepted `auth`
+    /// frame's): `auth` rules are checked against them.
+    claims: Claims,
     jwt_expires: u64,
     outbox: Arc<Outbox>,
     subscriptions: Subscriptions,
@@ -111,8 +113,8 @@ pub async fn run(
             socket: socket_id,
             by_signature: HashMap::new(),
         },
-        user: claims.sub,
         jwt_expires: claims.exp,
+        claims,
         window_start: Instant::now(),
         window_messages: 0,
         idle_since: Some(Instant::now()),
@@ -325,7 +327,7 @@ impl Connection {
     }
 
     fn subscribe(&mut self, id: &Option<Value>, token: &str) -> Option<Exit> {
-        let subscription = match verify_subscription(&self.state, token, &self.user) {
+        let subscription = match verify_subscription(&self.state, token, &self.claims) {
             Ok(subscription) => subscription,
             Err(err) => {
                 self.reply(protocol::error(id, err.code(), &err.to_string()));
@@ -374,28 +376,81 @@ impl Connection {
     }
 
     fn unsubscribe(&mut self, id: &Option<Value>, signature: &str) {
-        match self.subscriptions.by_signature.remove(signature) {
-            Some(existing) => {
-                self.state.hub.detach(&existing, self.subscriptions.socket);
-                self.outbox.forget(existing.id);
-                if self.subscriptions.by_signature.is_empty() {
-                    self.idle_since = Some(Instant::now());
-                }
-                self.reply(protocol::unsubscribed(id, signature));
-            }
-            None => self.reply(protocol::error(
+        if self.detach(signature) {
+            self.reply(protocol::unsubscribed(id, signature));
+        } else {
+            self.reply(protocol::error(
                 id,
                 "not_subscribed",
                 "this socket has no subscription with that signature",
-            )),
+            ));
+        }
+    }
+
+    /// Detaches one subscription from the hub and forgets its pending value; false if the
+    /// socket holds none with that signature.
+    fn detach(&mut self, signature: &str) -> bool {
+        let Some(existing) = self.subscriptions.by_signature.remove(signature) else {
+            return false;
+        };
+        self.state.hub.detach(&existing, self.subscriptions.socket);
+        self.outbox.forget(existing.id);
+        if self.subscriptions.by_signature.is_empty() {
+            self.idle_since = Some(Instant::now());
+        }
+        true
+    }
+
+    /// After an `auth` frame: drops, with a `forbidden` error each, the subscriptions whose
+    /// query's `auth` rules the new claims no longer pass.
+    fn drop_forbidden(&mut self) {
+        let forbidden: Vec<(Arc<str>, String)> = self
+            .subscriptions
+            .by_signature
+            .iter()
+            .filter(|(_, subscription)| !subscription.query.auth.is_empty())
+            .filter_map(|(signature, subscription)| {
+                let refusal = self.auth_refusal(subscription)?;
+                Some((signature.clone(), refusal))
+            })
+            .collect();
+        for (signature, refusal) in forbidden {
+            if self.detach(&signature) {
+                self.reply(protocol::subscription_error(
+                    &signature,
+                    "forbidden",
+                    &format!("{refusal}: the new authToken no longer passes this query's auth rules, so the subscription was dropped"),
+                ));
+            }
+        }
+    }
+
+    /// Why the current claims may not hold `subscription`, if they may not.
+    fn auth_refusal(&self, subscription: &Signature) -> Option<String> {
+        let query = &subscription.query;
+        let args = serde_json::from_str::<Value>(&subscription.args_json)
+            .ok()
+            .and_then(|args| query.validate(&args).ok());
+        match args {
+            Some(args) => query
+                .authorize(&args, &self.claims)
+                .err()
+                .map(|forbidden| forbidden.to_string()),
+            // Args the registry accepted when subscribing always validate again; refuse if not.
+            None => Some("the subscription's args no longer validate".to_owned()),
         }
     }
 
     fn refresh_auth(&mut self, id: &Option<Value>, jwt: &str) {
+        let seen = self.state.auth.key_set().map(|set| set.generation());
         match self.state.auth.verify_jwt(jwt) {
-            Ok(claims) if claims.sub == self.user => {
+            Ok(claims) if claims.user == self.claims.user => {
+                // Claims other than the user's may change: every rule is checked again.
                 self.jwt_expires = claims.exp;
-                self.reply(protocol::authenticated(id, claims.exp));
+                let expires = claims.exp;
+                self.claims = claims;
+                self.drop_forbidden();
+                self.reply(protocol::authenticated(id, expires));
             }
             Ok(_) => {
                 let err = ApiError::from(AuthError::UserMismatch);
@@ -406,6 +461,13 @@ impl Connection {
                 ));
             }
             Err(err) => {
+                if matches!(err, AuthError::UnknownKey | AuthError::KeysUnavailable) {
+                    // This loop does not wait on the network: fetch the key set in the
+                    // background (within the on-demand limit) for the client's next attempt.
+                    if let (Some(set), Some(seen)) = (self.state.auth.key_set(), seen) {
+                        set.refetch_in_background(seen);
+                    }
+                }
                 let err = ApiError::from(err);
                 self.reply(protocol::error(id, err.code(), &err.to_string()));
             }

@@ -1,5 +1,10 @@
 //! `GET /realtime/ws`: checks the JWT and the subscription token **before** the upgrade
 //! (401/403 as plain HTTP errors), then hands the socket to [`connection`].
+//!
+//! A subscription token proves that its args passed validation and the query's `auth` rules
+//! when it was signed; the rules are checked again against the claims of the socket's current
+//! JWT whenever a subscription is made here (at the upgrade and with `subscribe` frames), so a
+//! token is worth nothing to a caller whose JWT does not pass them.
 
 pub mod connection;
 pub mod protocol;
@@ -43,14 +48,15 @@ pub struct VerifiedSubscription {
     pub args: CanonicalArgs,
 }
 
-/// Verifies a subscription token for `user` and re-validates its args against the registry.
+/// Verifies a subscription token for the caller of `jwt`, re-validates its args against the
+/// registry and checks the query's `auth` rules against the caller's claims.
 pub fn verify_subscription(
     state: &AppState,
     token: &str,
-    user: &str,
+    jwt: &Claims,
 ) -> Result<VerifiedSubscription, ApiError> {
     let claims = state.auth.verify_token(token)?;
-    if claims.user != user {
+    if claims.user != jwt.user {
         return Err(AuthError::UserMismatch.into());
     }
     let query = state
@@ -64,6 +70,7 @@ pub fn verify_subscription(
     if args.json != claims.args {
         return Err(AuthError::InvalidToken.into());
     }
+    query.authorize(&args, jwt)?;
     let signature = claims.signature();
     Ok(VerifiedSubscription {
         claims,
@@ -90,7 +97,7 @@ pub async fn upgrade(
     params: Result<Query<WsParams>, QueryRejection>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    match authorize(&state, &headers, params) {
+    match authorize(&state, &headers, params).await {
         Ok((claims, initial)) => match upgrade {
             Ok(upgrade) => {
                 let client = crate::limits::client_address(
@@ -98,7 +105,7 @@ pub async fn upgrade(
                     &headers,
                     state.config.limits.trust_forwarded_for,
                 );
-                let slot = match state.socket_limits.acquire(&claims.sub, client) {
+                let slot = match state.socket_limits.acquire(&claims.user, client) {
                     Ok(slot) => slot,
                     Err(scope) => return ApiError::TooManySockets { scope }.into_response(),
                 };
@@ -126,7 +133,7 @@ pub async fn upgrade(
     }
 }
 
-fn authorize(
+async fn authorize(
     state: &AppState,
     headers: &HeaderMap,
     params: Result<Query<WsParams>, QueryRejection>,
@@ -134,9 +141,9 @@ fn authorize(
     let Query(params) =
         params.map_err(|rejection| ApiError::InvalidRequest(rejection.body_text()))?;
     let jwt = jwt_from(&params, headers).ok_or(AuthError::MissingJwt)?;
-    let claims = state.auth.verify_jwt(&jwt)?;
+    let claims = state.auth.verify_jwt_refreshing(&jwt).await?;
     let initial = match params.token.as_deref() {
-        Some(token) => Some(verify_subscription(state, token, &claims.sub)?),
+        Some(token) => Some(verify_subscription(state, token, &claims)?),
         None => None,
     };
     Ok((claims, initial))

@@ -132,6 +132,14 @@ pub fn error(id: &Option<Value>, code: &str, message: &str) -> Utf8Bytes {
     )
 }
 
+/// An error about one subscription, which the server dropped: the payload names its signature.
+pub fn subscription_error(signature: &str, code: &str, message: &str) -> Utf8Bytes {
+    event(
+        "error",
+        json!({ "code": code, "message": message, "signature": signature }),
+    )
+}
+
 /// Why the server closes a socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {

@@ -116,7 +116,7 @@ async fn the_post_list_and_the_token_are_for_the_demo_user() {
     assert_eq!(status, 200, "{body}");
     let jwt = body["authToken"].as_str().expect("authToken");
     let claims = app.state.auth.verify_jwt(jwt).expect("a valid JWT");
-    assert_eq!(claims.sub, "alice");
+    assert_eq!(claims.user, "alice");
 }
 
 #[tokio::test]

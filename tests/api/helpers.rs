@@ -315,6 +315,27 @@ impl TestApp {
         ws
     }
 
+    /// Attempts a WebSocket upgrade with `jwt` (and a subscription token): the HTTP status
+    /// (101 when the socket opened) and, for a refusal, its error code.
+    pub async fn upgrade(&self, jwt: &str, token: Option<&str>) -> (u16, Option<String>) {
+        let mut url = format!("ws://{}/realtime/ws?authToken={jwt}", self.address);
+        if let Some(token) = token {
+            url.push_str(&format!("&token={token}"));
+        }
+        match tokio_tungstenite::connect_async(url).await {
+            Ok((_, response)) => (response.status().as_u16(), None),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                let code = response
+                    .body()
+                    .as_deref()
+                    .and_then(|body| serde_json::from_slice::<Value>(body).ok())
+                    .and_then(|body| body["error"]["code"].as_str().map(str::to_owned));
+                (response.status().as_u16(), code)
+            }
+            Err(other) => panic!("expected an HTTP answer to the upgrade, got {other}"),
+        }
+    }
+
     /// Subscribes `user` to `query(args)` on a new socket and reads until the snapshot arrives.
     pub async fn watch(&self, user: &str, query: &str, args: Value) -> (String, Ws, Received) {
         let (token, signature) = self.subscribe(user, query, args).await;

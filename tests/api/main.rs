@@ -6,6 +6,7 @@ mod counters;
 mod demo;
 mod feed;
 mod helpers;
+mod identity;
 mod load;
 mod matching;
 mod realtime;

@@ -401,3 +401,228 @@ async fn a_jwt_that_expires_in_the_far_future_neither_panics_nor_closes_the_sock
     wait_for(&mut refreshed, WAIT, |e| e["event"] == "authenticated").await;
     assert_pong(&mut refreshed, "a socket refreshed with a far-future JWT").await;
 }
+
+/// Steps of alice in one week: `measurements/rollups/dailyCount` has `auth = { userId = "sub" }`.
+const ALICE_STEPS: &str =
+    r#"{"from":"2026-11-16","to":"2026-11-23","type":"steps","userId":"alice"}"#;
+const DAILY_COUNT: &str = "measurements/rollups/dailyCount";
+
+/// Keys anyone could read in a source file or guess.
+const CONSTANT_KEYS: [&str; 4] = [
+    "statgate-demo-secret-do-not-use-in-production",
+    "",
+    "secret",
+    "statgate",
+];
+
+/// The configuration demo mode derives from these flags, with its data directory in `dir`.
+fn demo_config(dir: &tempfile::TempDir, flags: &[&str]) -> statgate::Config {
+    use clap::Parser;
+    let data_dir = dir.path().join("pgdata");
+    let mut argv = vec![
+        "statgate",
+        "--demo",
+        "--data-dir",
+        data_dir.to_str().expect("utf-8"),
+    ];
+    argv.extend_from_slice(flags);
+    statgate::config::Cli::try_parse_from(argv)
+        .expect("flags parse")
+        .settings
+        .into_config()
+        .expect("a demo configuration")
+}
+
+fn forger(key: &str) -> statgate::auth::Authenticator {
+    let key = statgate::config::Secret::new(key);
+    statgate::auth::Authenticator::from_parts(
+        std::slice::from_ref(&key),
+        std::slice::from_ref(&key),
+        None,
+        None,
+        Duration::from_secs(600),
+    )
+}
+
+#[tokio::test]
+async fn demo_mode_with_one_secret_set_refuses_tokens_forged_with_a_constant_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Only the JWT secret is set: mallory holds a genuine JWT and forges a subscription token
+    // for alice's steps.
+    let only_jwt = demo_config(
+        &dir,
+        &["--jwt-secret", "configured-jwt-secret-0123456789abcdefghij"],
+    );
+    let app = TestApp::spawn_with(|config| {
+        config.demo = true;
+        config.jwt_secrets = only_jwt.jwt_secrets.clone();
+        config.token_secrets = only_jwt.token_secrets.clone();
+    })
+    .await;
+    let mallory = app.jwt("mallory");
+    for key in CONSTANT_KEYS {
+        let (forged, _) = forger(key).sign_token("mallory", DAILY_COUNT, ALICE_STEPS);
+        assert_eq!(
+            app.upgrade(&mallory, Some(&forged)).await,
+            (401, Some("unauthorized".to_owned())),
+            "a subscription token signed with {key:?}"
+        );
+        let mut ws = app.connect("mallory", None).await;
+        send_json(
+            &mut ws,
+            json!({"type": "subscribe", "token": forged, "id": 1}),
+        )
+        .await;
+        let reply = wait_for(&mut ws, WAIT, |e| {
+            e["event"] == "error" || e["event"] == "subscribed"
+        })
+        .await;
+        assert_eq!(reply["payload"]["code"], "unauthorized", "{key:?}: {reply}");
+    }
+
+    // Only the token secret is set: a JWT forged with a constant key is refused.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let only_token = demo_config(
+        &dir,
+        &[
+            "--token-secret",
+            "configured-token-secret-0123456789abcdefgh",
+        ],
+    );
+    let app = TestApp::spawn_with(|config| {
+        config.demo = true;
+        config.jwt_secrets = only_token.jwt_secrets.clone();
+        config.token_secrets = only_token.token_secrets.clone();
+    })
+    .await;
+    for key in CONSTANT_KEYS {
+        let forged = forger(key)
+            .mint_jwt("alice", Duration::from_secs(600))
+            .expect("jwt");
+        let response = app
+            .post_subscribe(json!({"queryName": DAILY_COUNT, "args": serde_json::from_str::<serde_json::Value>(ALICE_STEPS).expect("args"), "authToken": forged}))
+            .await;
+        assert_eq!(response.status(), 401, "a JWT signed with {key:?}");
+        assert_eq!(app.upgrade(&forged, None).await.0, 401, "{key:?}");
+    }
+    assert_eq!(app.upgrade(&app.jwt("alice"), None).await.0, 101);
+}
+
+#[tokio::test]
+async fn a_subscription_whose_auth_rule_the_sockets_jwt_fails_is_forbidden() {
+    let app = TestApp::spawn().await;
+    // A token for mallory over alice's data, signed with the gateway's own key (as a leaked
+    // key, or a token signed before the rule existed, would be): the socket checks the rule.
+    let (token, _) = app
+        .state
+        .auth
+        .sign_token("mallory", DAILY_COUNT, ALICE_STEPS);
+    assert_eq!(
+        app.upgrade(&app.jwt("mallory"), Some(&token)).await,
+        (403, Some("forbidden".to_owned()))
+    );
+    let mut ws = app.connect("mallory", None).await;
+    send_json(
+        &mut ws,
+        json!({"type": "subscribe", "token": token, "id": 7}),
+    )
+    .await;
+    let reply = wait_for(&mut ws, WAIT, |e| {
+        e["event"] == "error" || e["event"] == "subscribed"
+    })
+    .await;
+    assert_eq!(reply["event"], "error", "{reply}");
+    assert_eq!(reply["payload"]["code"], "forbidden", "{reply}");
+    assert_eq!(reply["payload"]["id"], 7);
+    assert!(app.state.hub.is_empty(), "nothing was attached");
+
+    // Alice herself subscribes as before.
+    let args: serde_json::Value = serde_json::from_str(ALICE_STEPS).expect("args");
+    let (signature, _ws, received) = app.watch("alice", DAILY_COUNT, args).await;
+    assert_eq!(received.value(&signature), Some(&json!(0)));
+}
+
+#[tokio::test]
+async fn an_auth_frame_whose_claims_fail_a_rule_drops_that_subscription_with_forbidden() {
+    // A rule on a claim other than the user's, which an auth frame may change.
+    let queries = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(queries.path().join("orgs")).expect("mkdir");
+    std::fs::write(
+        queries.path().join("orgs/stats.toml"),
+        "[posts]\nsql = \"SELECT count(*)::int8 AS n FROM post_stats WHERE :org <> ''\"\nargs = { org = \"text\" }\nreturns = \"value\"\nauth = { org = \"org\" }\nwatch = [{ table = \"post_stats\" }]\n\n[open]\nsql = \"SELECT :org AS org\"\nargs = { org = \"text\" }\nreturns = \"value\"\nwatch = [{ table = \"post_stats\" }]\n",
+    )
+    .expect("query file");
+    let app = TestApp::spawn_with(|config| {
+        config.queries = statgate::config::Queries::Directory(queries.path().to_owned())
+    })
+    .await;
+    let exp = statgate::auth::now_secs() + 3600;
+    let jwt = |org: &str| app.sign_jwt(json!({"sub": "u1", "org": org, "exp": exp}));
+    let app = &app;
+    let subscribe = |query: &'static str| {
+        let jwt = jwt("acme");
+        async move {
+            let response = app
+                .post_subscribe(
+                    json!({"queryName": query, "args": {"org": "acme"}, "authToken": jwt}),
+                )
+                .await;
+            assert_eq!(response.status(), 200);
+            let body: serde_json::Value = response.json().await.expect("json");
+            (
+                body["token"].as_str().expect("token").to_owned(),
+                body["signature"].as_str().expect("signature").to_owned(),
+            )
+        }
+    };
+    let (guarded, guarded_signature) = subscribe("orgs/stats/posts").await;
+    let (open, open_signature) = subscribe("orgs/stats/open").await;
+    let mut ws = app.connect_with_jwt(&jwt("acme"), Some(&guarded)).await;
+    send_json(&mut ws, json!({"type": "subscribe", "token": open})).await;
+    let mut received = crate::helpers::Received::default();
+    crate::helpers::read_until(&mut ws, &mut received, WAIT, |r| {
+        r.value(&guarded_signature).is_some() && r.value(&open_signature).is_some()
+    })
+    .await;
+
+    // The same claims again: nothing changes.
+    send_json(
+        &mut ws,
+        json!({"type": "auth", "authToken": jwt("acme"), "id": 1}),
+    )
+    .await;
+    let same = wait_for(&mut ws, WAIT, |e| {
+        e["event"] == "authenticated" || e["event"] == "error"
+    })
+    .await;
+    assert_eq!(same["event"], "authenticated", "{same}");
+
+    // Another org: the guarded subscription goes, with a forbidden error naming it.
+    send_json(
+        &mut ws,
+        json!({"type": "auth", "authToken": jwt("globex"), "id": 2}),
+    )
+    .await;
+    let dropped = wait_for(&mut ws, WAIT, |e| e["event"] == "error").await;
+    assert_eq!(dropped["payload"]["code"], "forbidden", "{dropped}");
+    assert_eq!(dropped["payload"]["signature"], guarded_signature.as_str());
+    let refreshed = wait_for(&mut ws, WAIT, |e| e["event"] == "authenticated").await;
+    assert_eq!(refreshed["payload"]["id"], 2);
+    crate::helpers::wait_until(WAIT, "the guarded signature left the hub", || {
+        app.state.metrics.subscriptions.get() == 1
+    })
+    .await;
+    send_json(
+        &mut ws,
+        json!({"type": "unsubscribe", "signature": guarded_signature}),
+    )
+    .await;
+    let gone = wait_for(&mut ws, WAIT, |e| e["event"] == "error").await;
+    assert_eq!(gone["payload"]["code"], "not_subscribed", "{gone}");
+    send_json(
+        &mut ws,
+        json!({"type": "unsubscribe", "signature": open_signature}),
+    )
+    .await;
+    wait_for(&mut ws, WAIT, |e| e["event"] == "unsubscribed").await;
+}

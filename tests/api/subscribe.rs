@@ -372,3 +372,45 @@ async fn args_whose_token_would_be_refused_by_the_socket_get_400_instead() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn a_jwt_not_valid_yet_or_with_a_critical_header_is_unauthorized() {
+    let app = TestApp::spawn().await;
+    let now = statgate::auth::now_secs();
+    let claims = json!({"sub": "u1", "exp": now + 600});
+    let subscribe = |jwt: String| {
+        app.post_subscribe(
+            json!({"queryName": "posts/stats/commentCount", "args": {"postId": 1}, "authToken": jwt}),
+        )
+    };
+    let due = app.sign_jwt(json!({"sub": "u1", "exp": now + 600, "nbf": now - 5}));
+    assert_eq!(
+        subscribe(due).await.status(),
+        200,
+        "nbf in the past is fine"
+    );
+
+    let early = app.sign_jwt(json!({"sub": "u1", "exp": now + 600, "nbf": now + 300}));
+    let header = jsonwebtoken::Header {
+        crit: Some(vec!["exp".to_owned()]),
+        ..Default::default()
+    };
+    let critical = jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(
+            app.state.config.jwt_secrets[0].expose().as_bytes(),
+        ),
+    )
+    .expect("jwt");
+    for (why, jwt) in [("nbf in the future", early), ("crit", critical)] {
+        let response = subscribe(jwt.clone()).await;
+        assert_eq!(response.status(), 401, "{why}");
+        assert_eq!(error_of(response).await, (401, "unauthorized".into()));
+        assert_eq!(
+            app.upgrade(&jwt, None).await,
+            (401, Some("unauthorized".to_owned())),
+            "{why}"
+        );
+    }
+}
