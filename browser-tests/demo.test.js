@@ -1,7 +1,8 @@
 // End-to-end test of the demo page in headless Chromium (issue 4): the real gateway binary in
 // demo mode with its own embedded PostgreSQL, driven through the page exactly as a user would.
 //
-// Needs: target/debug/statgate (run `cargo build` first; this script builds nothing),
+// Needs: the gateway binary (run `cargo build` first; this script builds nothing; found through
+// STATGATE_BIN or CARGO_TARGET_DIR, else target/debug/statgate),
 // PostgreSQL server binaries, and Chromium at /usr/bin/chromium (or CHROMIUM=...).
 // Leaves: artifacts/demo.png (screenshot) and artifacts/gateway.log.
 'use strict';
@@ -16,7 +17,9 @@ const path = require('node:path');
 const { chromium } = require('playwright-core');
 
 const ROOT = path.resolve(__dirname, '..');
-const BINARY = process.env.STATGATE_BIN || path.join(ROOT, 'target', 'debug', 'statgate');
+// STATGATE_BIN, else the debug build under CARGO_TARGET_DIR (as cargo resolves it), else target/.
+const BINARY = process.env.STATGATE_BIN
+  || path.join(path.resolve(ROOT, process.env.CARGO_TARGET_DIR || 'target'), 'debug', 'statgate');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const ARTIFACTS = path.join(__dirname, 'artifacts');
 const COUNTER_WAIT_MS = 10_000;

@@ -10,7 +10,9 @@ import { join, resolve } from 'node:path';
 import pg from 'pg';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
-const BINARY = process.env.STATGATE_BIN ?? join(ROOT, 'target', 'debug', 'statgate');
+/** The gateway binary `cargo build` made: `STATGATE_BIN`, else under `CARGO_TARGET_DIR`, else `target/`. */
+export const BINARY =
+  process.env.STATGATE_BIN ?? join(resolve(ROOT, process.env.CARGO_TARGET_DIR ?? 'target'), 'debug', 'statgate');
 const JWT_SECRET = 'client-ts-test-jwt-secret-0123456789abcdef';
 // Every gateway of these tests signs subscription tokens with this key, as the nodes of one
 // cluster must, so a token minted by one is accepted by another.
