@@ -176,11 +176,25 @@ async function counterAbove(selector, than) {
 }
 
 test('the demo page shows live counters that follow the page\'s and other processes\' writes', async () => {
+  const subscribeRequests = [];
+  const sockets = [];
+  const countRequest = (request) => {
+    const { pathname } = new URL(request.url());
+    if (pathname.startsWith('/realtime/subscribe')) subscribeRequests.push(`${request.method()} ${pathname}`);
+  };
+  const countSocket = (socket) => sockets.push(new URL(socket.url()).pathname);
+  page.on('request', countRequest);
+  page.on('websocket', countSocket);
   const clientBundle = page.waitForResponse((r) => r.url().endsWith('/demo/assets/statgate-client.js'));
   await page.goto(`${baseUrl}/`);
   assert.equal((await clientBundle).status(), 200, 'the page loads @statgate/client\'s browser bundle');
   await page.waitForSelector('#connection[data-state="connected"]', { timeout: 20_000 });
   await page.waitForSelector('body[data-ready="true"]', { timeout: 20_000 });
+  page.off('request', countRequest);
+  page.off('websocket', countSocket);
+  // Every counter of the page (two per post, three for alice, the rollups) in one request.
+  assert.deepEqual(subscribeRequests, ['POST /realtime/subscribe/batch'], 'the page opens with one subscribe request');
+  assert.deepEqual(sockets, ['/realtime/ws'], 'and one socket');
 
   const postId = await page.locator('#posts li').first().getAttribute('data-post');
   assert.match(postId, /^\d+$/);

@@ -21,6 +21,8 @@ const TOKEN_SECRET = 'client-ts-test-token-secret-0123456789abcdef';
 export interface GatewayOptions {
   /** Serve this PostgreSQL in production mode instead of an embedded one in demo mode. */
   databaseUrl?: string;
+  /** More settings, e.g. `{ STATGATE_MAX_BATCH_SUBSCRIPTIONS: '10' }`. */
+  env?: Record<string, string>;
 }
 
 export function freePort(): Promise<number> {
@@ -93,6 +95,7 @@ export class Gateway {
       STATGATE_QUERIES: join(ROOT, 'queries'),
       STATGATE_DEMO: 'on',
       STATGATE_SHUTDOWN_GRACE_SECS: '2',
+      ...this.options.env,
     };
     delete env.DATABASE_URL;
     if (this.options.databaseUrl !== undefined) {
