@@ -81,7 +81,7 @@ export class Shared {
   error: StatgateError | undefined;
   /** Versions restart per connection (another node may serve the next one). */
   version = 0;
-  /** Stale-token retries left before an `unauthorized` refusal is final. */
+  /** Stale-token retries left before an `unauthorized` refusal is final (renewed by a value). */
   retries = 3;
   readonly handles = new Set<Handle<unknown>>();
 
@@ -112,6 +112,7 @@ export class Shared {
     this.value = value;
     this.hasValue = true;
     this.error = undefined;
+    this.retries = 3;
     this.setState({ kind: 'live' });
     if (changed) for (const handle of [...this.handles]) handle.update(value);
   }
