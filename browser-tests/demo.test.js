@@ -1,7 +1,8 @@
 // End-to-end test of the demo page in headless Chromium (issue 4): the real gateway binary in
 // demo mode with its own embedded PostgreSQL, driven through the page exactly as a user would.
 //
-// Needs: target/debug/statgate (run `cargo build` first; this script builds nothing),
+// Needs: the gateway binary (run `cargo build` first; this script builds nothing; found through
+// STATGATE_BIN or CARGO_TARGET_DIR, else target/debug/statgate),
 // PostgreSQL server binaries, and Chromium at /usr/bin/chromium (or CHROMIUM=...).
 // Leaves: artifacts/demo.png (screenshot) and artifacts/gateway.log.
 'use strict';
@@ -16,7 +17,9 @@ const path = require('node:path');
 const { chromium } = require('playwright-core');
 
 const ROOT = path.resolve(__dirname, '..');
-const BINARY = process.env.STATGATE_BIN || path.join(ROOT, 'target', 'debug', 'statgate');
+// STATGATE_BIN, else the debug build under CARGO_TARGET_DIR (as cargo resolves it), else target/.
+const BINARY = process.env.STATGATE_BIN
+  || path.join(path.resolve(ROOT, process.env.CARGO_TARGET_DIR || 'target'), 'debug', 'statgate');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const ARTIFACTS = path.join(__dirname, 'artifacts');
 const COUNTER_WAIT_MS = 10_000;
@@ -173,11 +176,25 @@ async function counterAbove(selector, than) {
 }
 
 test('the demo page shows live counters that follow the page\'s and other processes\' writes', async () => {
+  const subscribeRequests = [];
+  const sockets = [];
+  const countRequest = (request) => {
+    const { pathname } = new URL(request.url());
+    if (pathname.startsWith('/realtime/subscribe')) subscribeRequests.push(`${request.method()} ${pathname}`);
+  };
+  const countSocket = (socket) => sockets.push(new URL(socket.url()).pathname);
+  page.on('request', countRequest);
+  page.on('websocket', countSocket);
   const clientBundle = page.waitForResponse((r) => r.url().endsWith('/demo/assets/statgate-client.js'));
   await page.goto(`${baseUrl}/`);
   assert.equal((await clientBundle).status(), 200, 'the page loads @statgate/client\'s browser bundle');
   await page.waitForSelector('#connection[data-state="connected"]', { timeout: 20_000 });
   await page.waitForSelector('body[data-ready="true"]', { timeout: 20_000 });
+  page.off('request', countRequest);
+  page.off('websocket', countSocket);
+  // Every counter of the page (two per post, three for alice, the rollups) in one request.
+  assert.deepEqual(subscribeRequests, ['POST /realtime/subscribe/batch'], 'the page opens with one subscribe request');
+  assert.deepEqual(sockets, ['/realtime/ws'], 'and one socket');
 
   const postId = await page.locator('#posts li').first().getAttribute('data-post');
   assert.match(postId, /^\d+$/);

@@ -388,6 +388,15 @@ pub struct Settings {
         global = true
     )]
     pub subscribe_per_sec_per_ip: u32,
+    /// Most subscriptions in one `POST /realtime/subscribe/batch` (each counts against the
+    /// per-user subscribe rate).
+    #[arg(
+        long,
+        env = "STATGATE_MAX_BATCH_SUBSCRIPTIONS",
+        default_value_t = 100,
+        global = true
+    )]
+    pub max_batch_subscriptions: usize,
     /// Open WebSockets per user (0: no limit).
     #[arg(
         long,
@@ -565,6 +574,8 @@ pub struct Limits {
     pub trust_forwarded_for: bool,
     pub subscribe_per_sec_per_user: u32,
     pub subscribe_per_sec_per_ip: u32,
+    /// Most subscriptions in one batch request (never zero).
+    pub max_batch_subscriptions: usize,
     pub max_sockets_per_user: usize,
     pub max_sockets_per_ip: usize,
     pub slow_consumer: Duration,
@@ -614,6 +625,10 @@ impl Settings {
             ("STATGATE_TOKEN_TTL_SECS", self.token_ttl_secs),
             ("STATGATE_SLOW_CONSUMER_SECS", self.slow_consumer_secs),
             ("STATGATE_MAX_ARGS_BYTES", self.max_args_bytes as u64),
+            (
+                "STATGATE_MAX_BATCH_SUBSCRIPTIONS",
+                self.max_batch_subscriptions as u64,
+            ),
             ("STATGATE_RECOMPUTE_BATCH", self.recompute_batch as u64),
             (
                 "STATGATE_RECOMPUTE_CONCURRENCY",
@@ -689,6 +704,7 @@ impl Settings {
                 trust_forwarded_for: self.trust_forwarded_for,
                 subscribe_per_sec_per_user: self.subscribe_per_sec_per_user,
                 subscribe_per_sec_per_ip: self.subscribe_per_sec_per_ip,
+                max_batch_subscriptions: self.max_batch_subscriptions,
                 max_sockets_per_user: self.max_sockets_per_user,
                 max_sockets_per_ip: self.max_sockets_per_ip,
                 slow_consumer: Duration::from_secs(self.slow_consumer_secs),
@@ -798,6 +814,7 @@ impl Config {
                 trust_forwarded_for: false,
                 subscribe_per_sec_per_user: 0,
                 subscribe_per_sec_per_ip: 0,
+                max_batch_subscriptions: 100,
                 max_sockets_per_user: 0,
                 max_sockets_per_ip: 0,
                 slow_consumer: Duration::from_secs(10),
@@ -979,6 +996,19 @@ mod tests {
         .into_config()
         .unwrap_err();
         assert!(err.to_string().contains("5 bytes"), "{err}");
+    }
+
+    #[test]
+    fn a_batch_size_of_zero_is_refused_and_the_default_is_one_hundred() {
+        let err = settings(&["--max-batch-subscriptions", "0"])
+            .into_config()
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("STATGATE_MAX_BATCH_SUBSCRIPTIONS"),
+            "{err}"
+        );
+        let config = settings(&[]).into_config().expect("demo defaults");
+        assert_eq!(config.limits.max_batch_subscriptions, 100);
     }
 
     #[test]

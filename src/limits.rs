@@ -1,5 +1,6 @@
 //! Limits that protect the gateway and the database from one noisy client:
-//! `POST /realtime/subscribe` per user and per IP address (SPEC §8: 429 with `Retry-After`),
+//! `POST /realtime/subscribe` per user and per IP address (SPEC §8: 429 with `Retry-After`; a
+//! batch of subscriptions costs its user one request per entry),
 //! and open WebSockets per user and per IP address (429 before the upgrade).
 //!
 //! Token buckets (the `governor` crate, GCRA) keyed by user id and by peer address: each key
@@ -27,6 +28,8 @@ const SWEEP_EVERY: u64 = 10_000;
 
 pub struct SubscribeLimits {
     per_user: Option<DefaultKeyedRateLimiter<String>>,
+    /// The per-user quota, kept for its burst (the largest batch one request may charge).
+    user_quota: Option<Quota>,
     per_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
     clock: DefaultClock,
     checks: AtomicU64,
@@ -44,6 +47,7 @@ impl SubscribeLimits {
     pub fn new(per_user: u32, per_ip: u32) -> Self {
         SubscribeLimits {
             per_user: quota(per_user).map(RateLimiter::keyed),
+            user_quota: quota(per_user),
             per_ip: quota(per_ip).map(RateLimiter::keyed),
             clock: DefaultClock::default(),
             checks: AtomicU64::new(0),
@@ -62,15 +66,30 @@ impl SubscribeLimits {
     }
 
     pub fn check_user(&self, user: &str) -> Result<(), Refused> {
-        match &self.per_user {
-            Some(limiter) => limiter
-                .check_key(&user.to_owned())
-                .map_err(|not_until| Refused {
-                    scope: "user",
-                    retry_after: not_until.wait_time_from(self.clock.now()),
-                }),
-            None => Ok(()),
+        self.check_user_n(user, NonZeroU32::MIN)
+    }
+
+    /// Charges `requests` subscribe requests of `user` at once: a batch of subscriptions costs
+    /// what its entries would cost one by one, or nothing when the budget cannot cover them all.
+    pub fn check_user_n(&self, user: &str, requests: NonZeroU32) -> Result<(), Refused> {
+        let (Some(limiter), Some(quota)) = (&self.per_user, &self.user_quota) else {
+            return Ok(());
+        };
+        let refused = |retry_after| Refused {
+            scope: "user",
+            retry_after,
+        };
+        match limiter.check_key_n(&user.to_owned(), requests) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(refused(not_until.wait_time_from(self.clock.now()))),
+            // More than a full burst: callers keep batches within `user_burst`.
+            Err(_) => Err(refused(quota.burst_size_replenished_in())),
         }
+    }
+
+    /// The most subscribe requests one user may make at once; `None` without a per-user limit.
+    pub fn user_burst(&self) -> Option<u32> {
+        self.user_quota.map(|quota| quota.burst_size().get())
     }
 
     /// Forgets keys that have been idle long enough to be back at a full burst.
@@ -217,6 +236,23 @@ mod tests {
             limits.check_ip(IpAddr::from([127, 0, 0, 1])).is_ok(),
             "0 disables"
         );
+    }
+
+    #[test]
+    fn a_batch_is_charged_per_entry_and_all_or_nothing() {
+        let limits = SubscribeLimits::new(5, 0);
+        assert_eq!(limits.user_burst(), Some(10));
+        let seven = NonZeroU32::new(7).expect("non-zero");
+        assert!(limits.check_user_n("u1", seven).is_ok());
+        let refused = limits.check_user_n("u1", seven).expect_err("7 + 7 > 10");
+        assert_eq!(refused.scope, "user");
+        // The refused batch took nothing: what is left still covers three.
+        for _ in 0..3 {
+            assert!(limits.check_user("u1").is_ok());
+        }
+        let over_burst = NonZeroU32::new(11).expect("non-zero");
+        assert!(limits.check_user_n("u2", over_burst).is_err());
+        assert_eq!(SubscribeLimits::new(0, 0).user_burst(), None);
     }
 
     #[test]

@@ -221,7 +221,7 @@ impl Metrics {
         );
         registry.register(
             "subscribe_requests",
-            "POST /realtime/subscribe by outcome",
+            "Subscriptions asked for over HTTP (POST /realtime/subscribe, and each entry of /realtime/subscribe/batch) by outcome",
             metrics.subscribe_requests.clone(),
         );
         Metrics {

@@ -1,48 +1,11 @@
 // The client against a real statgate process and its real PostgreSQL.
-import { afterEach, expect, test } from 'vitest';
+import { expect, test } from 'vitest';
 import WebSocket from 'ws';
-import { createClient, type Status, type StatgateClient, type WebSocketConstructor } from '../src/index.js';
+import { createClient, type Status, type WebSocketConstructor } from '../src/index.js';
 import type { StatgateQueries } from '../generated/example-queries.js';
 import { BlackHoleProxy } from './proxy.js';
-import { addComment, commentCount, eventually, Gateway, mintJwt, sleep } from './gateway.js';
-import type pg from 'pg';
-
-const cleanups: Array<() => Promise<void> | void> = [];
-afterEach(async () => {
-  while (cleanups.length > 0) await cleanups.pop()?.();
-});
-
-async function gateway(): Promise<{ gateway: Gateway; db: pg.Client }> {
-  const started = await Gateway.start();
-  cleanups.push(() => started.stop());
-  const db = await started.db();
-  cleanups.push(() => db.end().catch(() => {}));
-  return { gateway: started, db };
-}
-
-function client(url: string, options: Partial<Parameters<typeof createClient>[0]> = {}): {
-  client: StatgateClient<StatgateQueries>;
-  statuses: Status[];
-} {
-  const statuses: Status[] = [];
-  const created = createClient<StatgateQueries>({
-    url,
-    getAuthToken: () => mintJwt('u1'),
-    WebSocket: WebSocket as unknown as WebSocketConstructor,
-    onStatus: (status) => statuses.push(status),
-    ...options,
-  });
-  cleanups.push(() => created.close());
-  return { client: created, statuses };
-}
-
-async function newPosts(db: pg.Client, n: number): Promise<number[]> {
-  const result = await db.query(
-    "insert into posts (title, author_id) select 'client test ' || i, 'test' from generate_series(1, $1) i returning id",
-    [n],
-  );
-  return result.rows.map((row: { id: string }) => Number(row.id));
-}
+import { addComment, commentCount, eventually, mintJwt, sleep } from './gateway.js';
+import { cleanups, client, gateway, newPosts } from './harness.js';
 
 test('values arrive and update; unsubscribe stops them; 100 subscriptions share one socket', async () => {
   const { gateway: gw, db } = await gateway();

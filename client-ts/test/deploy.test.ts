@@ -9,11 +9,11 @@ import { tmpdir } from 'node:os';
 import { delimiter, join, relative } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
+import { BINARY } from './gateway.js';
 import { nginxBinary, ROOT, SHIPPED_NGINX_CONF, testNginxConf } from './nginx.js';
 
 const DEPLOY = join(ROOT, 'deploy');
 const TOOLS = process.env.STATGATE_DEPLOY_TOOLS ?? join(ROOT, 'target', 'deploy-tools', 'venv', 'bin');
-const BINARY = process.env.STATGATE_BIN ?? join(ROOT, 'target', 'debug', 'statgate');
 
 const scratch = mkdtempSync(join(tmpdir(), 'statgate-deploy-'));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));

@@ -10,7 +10,9 @@ import { join, resolve } from 'node:path';
 import pg from 'pg';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
-const BINARY = process.env.STATGATE_BIN ?? join(ROOT, 'target', 'debug', 'statgate');
+/** The gateway binary `cargo build` made: `STATGATE_BIN`, else under `CARGO_TARGET_DIR`, else `target/`. */
+export const BINARY =
+  process.env.STATGATE_BIN ?? join(resolve(ROOT, process.env.CARGO_TARGET_DIR ?? 'target'), 'debug', 'statgate');
 const JWT_SECRET = 'client-ts-test-jwt-secret-0123456789abcdef';
 // Every gateway of these tests signs subscription tokens with this key, as the nodes of one
 // cluster must, so a token minted by one is accepted by another.
@@ -19,6 +21,8 @@ const TOKEN_SECRET = 'client-ts-test-token-secret-0123456789abcdef';
 export interface GatewayOptions {
   /** Serve this PostgreSQL in production mode instead of an embedded one in demo mode. */
   databaseUrl?: string;
+  /** More settings, e.g. `{ STATGATE_MAX_BATCH_SUBSCRIPTIONS: '10' }`. */
+  env?: Record<string, string>;
 }
 
 export function freePort(): Promise<number> {
@@ -91,6 +95,7 @@ export class Gateway {
       STATGATE_QUERIES: join(ROOT, 'examples', 'blog', 'queries'),
       STATGATE_DEMO: 'on',
       STATGATE_SHUTDOWN_GRACE_SECS: '2',
+      ...this.options.env,
     };
     delete env.DATABASE_URL;
     if (this.options.databaseUrl !== undefined) {

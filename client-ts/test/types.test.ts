@@ -23,7 +23,7 @@ test('a wrong query name or arg fails tsc --noEmit on a fixture file', async () 
 }, 60_000);
 
 test("the demo page's bundle is the current build of the client", () => {
-  const built = readFileSync(resolve(here, '..', 'dist', 'index.js'), 'utf8');
+  const built = readFileSync(resolve(here, '..', 'dist', 'statgate-client.browser.js'), 'utf8');
   const served = readFileSync(resolve(here, '..', '..', 'src', 'demo', 'assets', 'statgate-client.js'), 'utf8');
   expect(served, 'src/demo/assets/statgate-client.js is stale: run `npm run bundle` in client-ts').toBe(built);
 });

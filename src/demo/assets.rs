@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const STYLE_CSS: &str = include_str!("assets/style.css");
-/// The compiled `@statgate/client` (client-ts/), which has no imports: its browser bundle.
+/// `@statgate/client`'s browser bundle (client-ts/, one minified ES module without imports).
 const CLIENT_JS: &str = include_str!("assets/statgate-client.js");
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {

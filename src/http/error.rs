@@ -25,6 +25,8 @@ pub enum ApiError {
     TokenTooLarge { size: usize },
     #[error("{0}")]
     InvalidRequest(String),
+    #[error("a batch holds 1 to {max} subscriptions (STATGATE_MAX_BATCH_SUBSCRIPTIONS, at most twice STATGATE_SUBSCRIBE_PER_SEC_PER_USER); this one holds {size}")]
+    BatchSize { size: usize, max: usize },
     #[error("unknown query {0:?}")]
     UnknownQuery(String),
     #[error("{0}")]
@@ -80,7 +82,8 @@ impl ApiError {
             | ApiError::InvalidArgs(_)
             | ApiError::ArgsTooLarge { .. }
             | ApiError::TokenTooLarge { .. }
-            | ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            | ApiError::InvalidRequest(_)
+            | ApiError::BatchSize { .. } => StatusCode::BAD_REQUEST,
             ApiError::UnknownQuery(_) | ApiError::NotFound(_) | ApiError::Missing(_) => {
                 StatusCode::NOT_FOUND
             }
@@ -103,7 +106,7 @@ impl ApiError {
             ApiError::InvalidArgs(_)
             | ApiError::ArgsTooLarge { .. }
             | ApiError::TokenTooLarge { .. } => "invalid_args",
-            ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::InvalidRequest(_) | ApiError::BatchSize { .. } => "invalid_request",
             ApiError::UnknownQuery(_) => "unknown_query",
             ApiError::Unauthorized(AuthError::UserMismatch) => "forbidden",
             ApiError::Unauthorized(_) => "unauthorized",
@@ -121,8 +124,22 @@ impl ApiError {
     fn details(&self) -> Value {
         match self {
             ApiError::InvalidArgs(err) => json!(err.problems),
+            ApiError::BatchSize { max, .. } => json!({ "maxSubscriptions": max }),
             _ => Value::Null,
         }
+    }
+
+    /// `{"code","message","details"}`: the body of an error response, inside `"error"`.
+    fn body(&self) -> Value {
+        json!({ "code": self.code(), "message": self.to_string(), "details": self.details() })
+    }
+
+    /// One refused entry of a batch reply: the error body with the status the single request
+    /// would have answered.
+    pub fn entry_body(&self) -> Value {
+        let mut body = self.body();
+        body["status"] = json!(self.status().as_u16());
+        body
     }
 }
 
@@ -131,7 +148,7 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(cause) = &self {
             tracing::error!(error = %cause, "request failed");
         }
-        let body = json!({ "error": { "code": self.code(), "message": self.to_string(), "details": self.details() } });
+        let body = json!({ "error": self.body() });
         let mut response = (self.status(), axum::Json(body)).into_response();
         if let ApiError::RateLimited { retry_after, .. } = &self {
             response.headers_mut().insert(

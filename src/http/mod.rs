@@ -21,6 +21,10 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.config.limits.max_body_bytes;
     let mut router = Router::new()
         .route("/realtime/subscribe", post(subscribe::subscribe))
+        .route(
+            "/realtime/subscribe/batch",
+            post(subscribe::subscribe_batch),
+        )
         .route("/realtime/ws", get(crate::ws::upgrade))
         .route("/realtime/queries", get(queries))
         .route("/healthz", get(healthz))

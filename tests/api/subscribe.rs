@@ -1,8 +1,8 @@
-//! POST /realtime/subscribe: the reply shape and every error status.
+//! POST /realtime/subscribe and /realtime/subscribe/batch: the reply shapes and every error status.
 
 use serde_json::{json, Value};
 
-use crate::helpers::TestApp;
+use crate::helpers::{read_until, Received, TestApp};
 
 async fn error_of(response: reqwest::Response) -> (u16, String) {
     let status = response.status().as_u16();
@@ -413,4 +413,254 @@ async fn a_jwt_not_valid_yet_or_with_a_critical_header_is_unauthorized() {
             "{why}"
         );
     }
+}
+
+async fn post_batch(app: &TestApp, body: Value) -> reqwest::Response {
+    app.http
+        .post(app.url("/realtime/subscribe/batch"))
+        .json(&body)
+        .send()
+        .await
+        .expect("request")
+}
+
+/// `n` valid entries (distinct posts).
+fn batch_of(n: i64) -> Vec<Value> {
+    (1..=n)
+        .map(|post| json!({"queryName": "posts/stats/commentCount", "args": {"postId": post}}))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_batch_answers_each_subscription_on_its_own_in_request_order() {
+    let app = TestApp::spawn().await;
+    let post = app.new_post().await;
+    let bobs_week =
+        json!({"userId": "bob", "type": "steps", "from": "2026-11-16", "to": "2026-11-23"});
+    let alices_week =
+        json!({"userId": "alice", "type": "steps", "from": "2026-11-16", "to": "2026-11-23"});
+    let response = post_batch(
+        &app,
+        json!({"authToken": app.jwt("bob"), "subscriptions": [
+            {"queryName": "posts/stats/commentCount", "args": {"postId": post.to_string()}},
+            {"queryName": "posts/stats/nope", "args": {}},
+            {"queryName": "posts/stats/commentCount", "args": {"postId": "abc"}},
+            {"queryName": "measurements/rollups/dailyCount", "args": alices_week},
+            {"queryName": "measurements/rollups/dailyCount", "args": bobs_week},
+        ]}),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("json");
+    let results = body["results"].as_array().expect("results");
+    assert_eq!(results.len(), 5, "{body}");
+
+    assert_eq!(
+        results[0]["signature"],
+        format!(r#"posts/stats/commentCount::{{"postId":{post}}}"#)
+    );
+    assert!(results[0]["expiresAt"]
+        .as_str()
+        .is_some_and(|t| t.ends_with('Z')));
+    let outcome = |i: usize| {
+        (
+            results[i]["error"]["status"].as_u64(),
+            results[i]["error"]["code"].as_str(),
+        )
+    };
+    assert_eq!(outcome(1), (Some(404), Some("unknown_query")), "{body}");
+    assert_eq!(outcome(2), (Some(400), Some("invalid_args")), "{body}");
+    assert_eq!(results[2]["error"]["details"][0]["arg"], "postId", "{body}");
+    assert_eq!(outcome(3), (Some(403), Some("forbidden")), "{body}");
+    assert!(results[4]["token"].is_string(), "{body}");
+    assert!(results[1].get("token").is_none(), "{body}");
+
+    // The websocket object is the single endpoint's.
+    let single: Value = app
+        .post_subscribe(json!({"queryName": "posts/stats/commentCount", "args": {"postId": post}, "authToken": app.jwt("bob")}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(body["websocket"], single["websocket"]);
+    assert_eq!(results[0]["signature"], single["signature"]);
+
+    // A granted token opens the subscription like a single one.
+    let token = results[0]["token"].as_str().expect("token");
+    let signature = results[0]["signature"].as_str().expect("signature");
+    let mut ws = app.connect("bob", Some(token)).await;
+    let mut received = Received::default();
+    read_until(
+        &mut ws,
+        &mut received,
+        std::time::Duration::from_secs(20),
+        |r| r.value(signature).is_some(),
+    )
+    .await;
+    assert_eq!(received.value(signature), Some(&json!(0)));
+}
+
+#[tokio::test]
+async fn batches_of_the_wrong_size_or_shape_get_clear_4xx() {
+    let app = TestApp::spawn().await;
+    let jwt = app.jwt("u1");
+    let post_raw = |body: String, content_type: &'static str| {
+        app.http
+            .post(app.url("/realtime/subscribe/batch"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+
+    let empty = post_batch(&app, json!({"authToken": jwt, "subscriptions": []})).await;
+    assert_eq!(error_of(empty).await, (400, "invalid_request".into()));
+    let too_many = post_batch(
+        &app,
+        json!({"authToken": jwt, "subscriptions": batch_of(101)}),
+    )
+    .await;
+    assert_eq!(too_many.status(), 400);
+    let body: Value = too_many.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "invalid_request");
+    assert_eq!(body["error"]["details"]["maxSubscriptions"], 100, "{body}");
+    assert!(body["error"]["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("STATGATE_MAX_BATCH_SUBSCRIPTIONS") && m.contains("101")));
+    let full = post_batch(
+        &app,
+        json!({"authToken": jwt, "subscriptions": batch_of(100)}),
+    )
+    .await;
+    assert_eq!(full.status(), 200);
+
+    for (body, why) in [
+        (json!({"authToken": jwt}), "no subscriptions"),
+        (
+            json!({"authToken": jwt, "subscriptions": {"queryName": "x"}}),
+            "not an array",
+        ),
+        (
+            json!({"authToken": jwt, "subscriptions": "posts"}),
+            "a string",
+        ),
+        (
+            json!({"authToken": 7, "subscriptions": batch_of(1)}),
+            "a numeric JWT",
+        ),
+        (
+            json!([{"queryName": "posts/stats/commentCount"}]),
+            "a bare array",
+        ),
+    ] {
+        let response = post_batch(&app, body).await;
+        assert_eq!(
+            error_of(response).await,
+            (400, "invalid_json".into()),
+            "{why}"
+        );
+    }
+    for (entry, why) in [
+        (json!(17), "a number"),
+        (json!({"args": {"postId": 1}}), "no queryName"),
+        (json!({"queryName": 3, "args": {}}), "a numeric queryName"),
+        (json!(null), "null"),
+    ] {
+        let mut entries = batch_of(1);
+        entries.push(entry);
+        let response = post_batch(&app, json!({"authToken": jwt, "subscriptions": entries})).await;
+        assert_eq!(response.status(), 400, "{why}");
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body["error"]["code"], "invalid_json", "{why}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("subscriptions[1]")),
+            "{why}: {body}"
+        );
+    }
+
+    // Hostile bodies: nesting past the parser's depth limit, an array of thousands of
+    // entries within the body limit, a body over the limit, the wrong content type.
+    let deep = format!(
+        r#"{{"subscriptions":[{{"queryName":"posts/stats/commentCount","args":{}{}}}]}}"#,
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
+    let response = post_raw(deep, "application/json").await.expect("sent");
+    assert_eq!(error_of(response).await, (400, "invalid_json".into()));
+    let zeros = format!(r#"{{"subscriptions":[{}0]}}"#, "0,".repeat(30_000));
+    assert!(zeros.len() < 64 * 1024);
+    let response = post_raw(zeros, "application/json").await.expect("sent");
+    assert_eq!(error_of(response).await, (400, "invalid_request".into()));
+    let huge = format!(r#"{{"subscriptions":[{}0]}}"#, "0,".repeat(1_000_000));
+    let response = post_raw(huge, "application/json").await.expect("sent");
+    assert_eq!(error_of(response).await, (413, "payload_too_large".into()));
+    let response = post_raw("{}".into(), "text/plain").await.expect("sent");
+    assert_eq!(
+        error_of(response).await,
+        (415, "unsupported_media_type".into())
+    );
+
+    // The JWT: missing is 401; in an Authorization header is fine.
+    let response = post_batch(&app, json!({"subscriptions": batch_of(2)})).await;
+    assert_eq!(error_of(response).await, (401, "unauthorized".into()));
+    let response = app
+        .http
+        .post(app.url("/realtime/subscribe/batch"))
+        .bearer_auth(&jwt)
+        .json(&json!({"subscriptions": batch_of(2)}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn a_batch_costs_its_user_one_subscribe_per_entry_and_its_address_one_request() {
+    let app = TestApp::spawn_with(|config| config.limits.subscribe_per_sec_per_user = 1).await;
+    let batch = |user: &str, n: i64| {
+        post_batch(
+            &app,
+            json!({"authToken": app.jwt(user), "subscriptions": batch_of(n)}),
+        )
+    };
+    // The burst is 2 (twice the rate): a batch of 2 spends it, and the next subscribe, single
+    // or batched, is refused as a whole until the budget refills.
+    assert_eq!(batch("u1", 2).await.status(), 200);
+    let refused = batch("u1", 1).await;
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().get("retry-after").is_some());
+    let single = app
+        .post_subscribe(json!({"queryName": "posts/stats/commentCount", "args": {"postId": 1}, "authToken": app.jwt("u1")}))
+        .await;
+    assert_eq!(error_of(single).await, (429, "rate_limited".into()));
+    // A batch larger than the burst could never be covered: it is too large, not "later".
+    let too_large = batch("u2", 3).await;
+    assert_eq!(too_large.status(), 400);
+    let body: Value = too_large.json().await.expect("json");
+    assert_eq!(body["error"]["details"]["maxSubscriptions"], 2, "{body}");
+    // Other users keep their own budget.
+    assert_eq!(batch("u2", 2).await.status(), 200);
+
+    // Per address a batch is one request: with a burst of 2 requests, two batches of 50
+    // pass and the third request is refused.
+    let app = TestApp::spawn_with(|config| config.limits.subscribe_per_sec_per_ip = 1).await;
+    for user in ["a", "b"] {
+        let response = post_batch(
+            &app,
+            json!({"authToken": app.jwt(user), "subscriptions": batch_of(50)}),
+        )
+        .await;
+        assert_eq!(response.status(), 200);
+    }
+    let refused = post_batch(
+        &app,
+        json!({"authToken": app.jwt("c"), "subscriptions": batch_of(1)}),
+    )
+    .await;
+    let body: Value = refused.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "rate_limited");
+    assert!(body["error"]["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("address")));
 }

@@ -1,7 +1,8 @@
 // statgate demo page: plain JavaScript, no build step. It uses @statgate/client's browser
-// bundle (client-ts/, copied to statgate-client.js) exactly as any browser app would: one
-// POST /realtime/subscribe per counter, then ONE WebSocket carrying every subscription, with
-// heartbeat, reconnect with jittered back-off and resubscription handled by the client.
+// bundle (client-ts/, copied to statgate-client.js) exactly as any browser app would: the
+// counters subscribed in one tick go in ONE POST /realtime/subscribe/batch, then ONE WebSocket
+// carries every subscription, with heartbeat, reconnect with jittered back-off and
+// resubscription handled by the client.
 // The /demo/api endpoints exist only in demo mode.
 import { createClient } from './statgate-client.js';
 
@@ -95,7 +96,6 @@ function subscriptionsFor(posts, user) {
   return specs;
 }
 
-let pending = 0;
 function render(spec, value) {
   const el = $(spec.element);
   if (!el) return;
@@ -122,19 +122,16 @@ const client = createClient({
 
 async function subscribeAll(posts) {
   const { user } = await api('GET', '/demo/api/token');
-  const specs = subscriptionsFor(posts, user);
-  pending = specs.length;
-  for (const spec of specs) {
-    let first = true;
-    client.subscribe(spec.queryName, spec.args, (value) => {
-      render(spec, value);
-      if (first) {
-        first = false;
-        pending -= 1;
-        if (pending === 0) document.body.dataset.ready = 'true';
-      }
-    }, { onError: (err) => showMessage(`gateway: ${err.message}`) });
-  }
+  const subscriptions = subscriptionsFor(posts, user).map((spec) =>
+    client.subscribe(spec.queryName, spec.args, (value) => render(spec, value), {
+      onError: (err) => showMessage(`gateway: ${err.message}`),
+    }),
+  );
+  // Every counter shows its first value: the page is ready (tests wait for this).
+  Promise.all(subscriptions.map((subscription) => subscription.ready)).then(
+    () => { document.body.dataset.ready = 'true'; },
+    () => {}, // shown by onError
+  );
 }
 
 // ---- buttons and the traffic switch ----
