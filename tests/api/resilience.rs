@@ -7,11 +7,12 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::json;
 use sqlx::PgPool;
+use statgate::config::ChangeFeed;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::{
-    assert_pong, close_of, converge_to, next_event, send_json, send_text, wait_for, wait_until,
-    wait_until_ready, PrivateServer, Received, TestApp, Ws,
+    assert_pong, close_of, converge_to, next_event, read_until, run_with_captured_logs, send_json,
+    send_text, wait_for, wait_until, wait_until_ready, PrivateServer, Received, TestApp, Ws,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -153,6 +154,113 @@ async fn a_full_postgresql_restart_keeps_sockets_open_and_converges() {
     app.shutdown.cancel();
     let _ = tokio::time::timeout(WAIT, app.done).await;
     private.stop().await;
+}
+
+/// Issue 15, item 1: sqlx's `PgListener` reconnected inside a receive that a canary branch
+/// then dropped, so the next receive re-LISTENed silently: no resync, the gauge stuck at 1, and
+/// changes committed before the silent re-LISTEN were never pushed. Three 8 s outages with a
+/// short canary interval (its branch fires many times during each), writes to posts nobody
+/// wrote before right after each start.
+#[test]
+fn three_postgresql_outages_are_each_seen_and_every_socket_converges_after_each() {
+    let lines = survive_outages("outages", ChangeFeed::Notify, 3);
+    let count = |needle: &str| lines.iter().filter(|l| l.contains(needle)).count();
+    assert!(
+        count("listener connection lost") >= 3,
+        "every outage is logged as a lost listener: {lines:#?}"
+    );
+    assert!(
+        count("listener reconnected") >= 3,
+        "every reconnect is logged: {lines:#?}"
+    );
+}
+
+/// The table feed's poller has its own loop: the same outage is seen and followed by a resync.
+#[test]
+fn in_table_mode_a_postgresql_outage_is_seen_and_every_socket_converges() {
+    let lines = survive_outages("outage-table", ChangeFeed::Table, 1);
+    let count = |needle: &str| lines.iter().filter(|l| l.contains(needle)).count();
+    assert!(count("feed poller failed") >= 1, "{lines:#?}");
+    assert!(count("feed poller reconnected") >= 1, "{lines:#?}");
+}
+
+/// Stops a private PostgreSQL for 8 s `rounds` times, writes to two new posts right after each
+/// start, and checks that every socket converges within 5 s of the writes, that the feed's gauge
+/// went to 0 during the outage and that its reconnect counter moved. Returns the feed's log.
+fn survive_outages(name: &str, feed: ChangeFeed, rounds: usize) -> Vec<String> {
+    const OUTAGE: Duration = Duration::from_secs(8);
+    let ((), lines) = run_with_captured_logs("statgate=info", async {
+        let (mut private, db) = PrivateServer::start(name).await;
+        let app = TestApp::spawn_on(private.url.clone(), db, |config| {
+            config.feed_canary = Duration::from_secs(1);
+            config.change_feed = feed;
+        })
+        .await;
+        let posts = posts(&app, rounds * 2 + 1).await;
+        let mut watchers = Watchers::open(&app, &posts).await;
+        let metrics = &app.state.metrics;
+        for round in 0..rounds {
+            let reconnects = metrics.listener_reconnects.get();
+            private.stop().await;
+            let (mut seen_down, until) = (false, tokio::time::Instant::now() + OUTAGE);
+            while tokio::time::Instant::now() < until {
+                seen_down |= metrics.listener_connected.get() == 0;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            private.restart().await;
+            for post in &posts[round * 2..round * 2 + 2] {
+                for _ in 0..3 {
+                    comment_until_written(&app.db, *post).await;
+                }
+            }
+            let writes_stopped = tokio::time::Instant::now();
+            for (post, signature, ws, received) in &mut watchers.sockets {
+                let expected = json!(app.comment_count(*post).await);
+                let left = (writes_stopped + Duration::from_secs(5))
+                    .saturating_duration_since(tokio::time::Instant::now());
+                read_until(ws, received, left, |r| {
+                    r.value(signature) == Some(&expected)
+                })
+                .await;
+            }
+            assert!(
+                seen_down,
+                "outage {round}: statgate_listener_connected stayed 1 with PostgreSQL down"
+            );
+            assert!(
+                metrics.listener_reconnects.get() > reconnects,
+                "outage {round}: statgate_listener_reconnects_total did not move"
+            );
+        }
+        app.shutdown.cancel();
+        let _ = tokio::time::timeout(WAIT, app.done).await;
+        private.stop().await;
+    });
+    let feed_lines: Vec<String> = lines
+        .into_iter()
+        .filter(|l| l.contains("statgate::listener"))
+        .collect();
+    for line in &feed_lines {
+        println!("{line}");
+    }
+    feed_lines
+}
+
+/// Inserts one comment on `post`, retrying while the database is still coming back.
+async fn comment_until_written(db: &PgPool, post: i64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while sqlx::query("insert into comments (post_id, author_id, body) values ($1, 'w', 'x')")
+        .bind(post)
+        .execute(db)
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the database came back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
