@@ -14,14 +14,16 @@
 //! every signature, and a configured share of later ones, is compared with it (one more
 //! statement per batch); on divergence the live value is served, a warning names the
 //! signature, and `statgate_parity_divergences` counts it. A stats table that drifted (a
-//! bug in a hand-written trigger, a manual edit) then shows up instead of being pushed.
+//! bug in a hand-written trigger, a manual edit) then shows up instead of being pushed. A batch
+//! due a check runs both statements in one read-only REPEATABLE READ transaction, so in one
+//! snapshot: a write committing between the two cannot pass for a divergence.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sqlx::{PgPool, Row};
+use sqlx::{PgExecutor, PgPool, Row};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -33,6 +35,9 @@ use crate::telemetry::Metrics;
 const NOTIFY_AFTER_FAILURES: u32 = 3;
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const MAX_RETRY: Duration = Duration::from_secs(30);
+/// How a batch due a parity check begins: both statements see one snapshot, and a read
+/// replica (`DATABASE_READ_URL`) accepts it.
+const ONE_SNAPSHOT: &str = "begin isolation level repeatable read read only";
 
 #[derive(Default)]
 struct Due {
@@ -204,9 +209,8 @@ impl Recompute {
 
     async fn run_batch(&self, batch: &[Arc<Signature>], shutdown: &CancellationToken) {
         let pending: Vec<Option<i64>> = batch.iter().map(|s| s.take_pending_since()).collect();
-        match self.execute(batch).await {
+        match self.compute(batch).await {
             Ok(values) => {
-                let values = self.check_parity(batch, values).await;
                 for ((signature, value), since) in batch.iter().zip(values).zip(&pending) {
                     self.deliver(signature, value, *since);
                 }
@@ -215,9 +219,8 @@ impl Recompute {
                 tracing::warn!(query = %batch[0].query.name, signatures = batch.len(), error = %err, "batch recompute failed, retrying one by one");
                 for (signature, since) in batch.iter().zip(&pending) {
                     let single = std::slice::from_ref(signature);
-                    match self.execute(single).await {
-                        Ok(values) => {
-                            let mut values = self.check_parity(single, values).await;
+                    match self.compute(single).await {
+                        Ok(mut values) => {
                             self.deliver(signature, values.pop().unwrap_or(Value::Null), *since)
                         }
                         Err(err) => self.fail(signature, *since, &err, shutdown),
@@ -237,6 +240,32 @@ impl Recompute {
         }
         let ids: Vec<u64> = batch.iter().map(|s| s.id).collect();
         self.scheduler.finish(&ids);
+    }
+
+    /// The values to serve for `batch`, in batch order. Without a parity check due, one
+    /// statement; with one, the computed and the parity statement in one snapshot, and the live
+    /// value served wherever the two disagree.
+    async fn compute(&self, batch: &[Arc<Signature>]) -> Result<Vec<Value>, sqlx::Error> {
+        let Some((parity, chosen)) = self.parity_due(batch) else {
+            return self.execute(batch, &self.pool).await;
+        };
+        let mut snapshot = self.pool.begin_with(ONE_SNAPSHOT).await?;
+        let values = self.execute(batch, &mut *snapshot).await?;
+        let checked: Vec<Arc<Signature>> = chosen.iter().map(|&i| batch[i].clone()).collect();
+        let live = self.run_statement(&parity, &checked, &mut *snapshot).await;
+        // Read only: nothing to keep. An error here only drops the check.
+        let _ = snapshot.rollback().await;
+        Ok(self.compare_with_parity(batch, values, &chosen, live))
+    }
+
+    /// The parity statement of the batch's query and the indices due a check, if any: the
+    /// signatures without a value yet, and a sample of the others.
+    fn parity_due(&self, batch: &[Arc<Signature>]) -> Option<(String, Vec<usize>)> {
+        let statement = batch.first()?.query.parity_statement.clone()?;
+        let chosen: Vec<usize> = (0..batch.len())
+            .filter(|&i| !batch[i].has_value() || rand::random::<f64>() < self.parity_sample_rate)
+            .collect();
+        (!chosen.is_empty()).then_some((statement, chosen))
     }
 
     fn deliver(&self, signature: &Signature, value: Value, since: Option<i64>) {
@@ -281,13 +310,17 @@ impl Recompute {
     }
 
     /// Runs one batch as one statement; values come back in batch order.
-    async fn execute(&self, batch: &[Arc<Signature>]) -> Result<Vec<Value>, sqlx::Error> {
+    async fn execute<'e>(
+        &self,
+        batch: &[Arc<Signature>],
+        on: impl PgExecutor<'e>,
+    ) -> Result<Vec<Value>, sqlx::Error> {
         let Some(query) = batch.first().map(|s| s.query.clone()) else {
             return Ok(Vec::new());
         };
         let label = self.metrics.query(&query.name);
         let started = Instant::now();
-        let result = self.run_statement(&query.statement, batch).await;
+        let result = self.run_statement(&query.statement, batch, on).await;
         self.metrics
             .recompute_duration
             .get_or_create(&label)
@@ -303,21 +336,21 @@ impl Recompute {
         result
     }
 
-    /// Compares the values of the signatures due a parity check with their query's live SQL
-    /// and returns the values to serve: the live one wherever the two disagree.
-    async fn check_parity(&self, batch: &[Arc<Signature>], mut values: Vec<Value>) -> Vec<Value> {
-        let Some(statement) = batch.first().and_then(|s| s.query.parity_statement.clone()) else {
+    /// Compares the computed values of the `chosen` signatures with `live`, their values from
+    /// the query's parity SQL in the same snapshot, and returns the values to serve: the live
+    /// one wherever the two disagree. A failed parity statement serves the computed values.
+    fn compare_with_parity(
+        &self,
+        batch: &[Arc<Signature>],
+        mut values: Vec<Value>,
+        chosen: &[usize],
+        live: Result<Vec<Value>, sqlx::Error>,
+    ) -> Vec<Value> {
+        let Some(first) = batch.first() else {
             return values;
         };
-        let chosen: Vec<usize> = (0..batch.len())
-            .filter(|&i| !batch[i].has_value() || rand::random::<f64>() < self.parity_sample_rate)
-            .collect();
-        if chosen.is_empty() {
-            return values;
-        }
-        let checked: Vec<Arc<Signature>> = chosen.iter().map(|&i| batch[i].clone()).collect();
-        let label = self.metrics.query(&batch[0].query.name);
-        let live = match self.run_statement(&statement, &checked).await {
+        let label = self.metrics.query(&first.query.name);
+        let live = match live {
             Ok(live) => live,
             Err(err) => {
                 tracing::warn!(query = %label.query, error = %err, "parity check failed; serving the computed values");
@@ -343,10 +376,11 @@ impl Recompute {
     }
 
     /// Runs `statement` (a batched statement of the batch's query) for the batch's arg sets.
-    async fn run_statement(
+    async fn run_statement<'e>(
         &self,
         statement: &str,
         batch: &[Arc<Signature>],
+        on: impl PgExecutor<'e>,
     ) -> Result<Vec<Value>, sqlx::Error> {
         let mut args =
             String::with_capacity(2 + batch.iter().map(|s| s.args_json.len() + 1).sum::<usize>());
@@ -359,10 +393,7 @@ impl Recompute {
         }
         args.push(']');
         self.metrics.recompute_statements.inc();
-        let rows = sqlx::query(statement)
-            .bind(args)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(statement).bind(args).fetch_all(on).await?;
         let mut values = vec![Value::Null; batch.len()];
         for row in rows {
             let ordinal: i64 = row.try_get(0)?;
