@@ -16,7 +16,7 @@
 //! module connected (its pid) is alive, so a connection replaced behind its back fails the next
 //! probe and is replaced in turn (with a resync).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,10 +29,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::Hub;
+use crate::listener::debounce::Debounce;
 use crate::matcher::{Change, Matcher, TableName};
 use crate::recompute::Scheduler;
 use crate::telemetry::Metrics;
 
+pub mod debounce;
 pub mod table;
 
 pub const CHANNEL: &str = "statgate_changes";
@@ -45,6 +47,11 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const CONNECT_ATTEMPT: Duration = Duration::from_secs(2);
 /// `application_name` of the LISTEN connection, as seen in `pg_stat_activity`.
 pub const LISTENER_APPLICATION_NAME: &str = "statgate-listener";
+/// Whole-table work (a resync, or an `overflow` payload's table) asked for again within this
+/// long after it ran is merged into one more run at the window's end.
+pub const BULK_WINDOW: Duration = Duration::from_millis(500);
+/// Unreadable payloads are logged at most this often (each one is counted).
+const UNREADABLE_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// What the listener hands to the dispatcher.
 #[derive(Debug)]
@@ -107,6 +114,34 @@ pub fn parse_payload(payload: &str) -> Result<Change, PayloadError> {
         overflow: parsed.overflow,
         at_micros: parsed.at,
     })
+}
+
+/// Unreadable payloads. statgate's triggers never write one, so whoever sent it is not telling
+/// statgate about a change: it is dropped (resyncing for it would let any role that can NOTIFY
+/// make the gateway recompute everything), counted in `statgate_notification_errors_total` and
+/// logged at most once per [`UNREADABLE_LOG_EVERY`], with how many were dropped since.
+#[derive(Debug, Default)]
+pub(crate) struct UnreadablePayloads {
+    last_logged: Option<tokio::time::Instant>,
+    since_logged: u64,
+}
+
+impl UnreadablePayloads {
+    pub(crate) fn drop_one(&mut self, err: &PayloadError, metrics: &Metrics) {
+        metrics.notification_errors.inc();
+        self.since_logged += 1;
+        let now = tokio::time::Instant::now();
+        if self
+            .last_logged
+            .is_some_and(|at| now.duration_since(at) < UNREADABLE_LOG_EVERY)
+        {
+            return;
+        }
+        tracing::warn!(error = %err, dropped = self.since_logged,
+            "unreadable change payloads dropped (statgate's triggers never send them)");
+        self.last_logged = Some(now);
+        self.since_logged = 0;
+    }
 }
 
 /// Whether the LISTEN connection is up, for `/readyz`.
@@ -272,6 +307,7 @@ impl Listener {
         // that could not be sent is reported back here and not waited for.
         let (unsent_tx, mut unsent) = mpsc::channel::<String>(4);
         let mut received = std::pin::pin!(notifications(listener));
+        let mut unreadable = UnreadablePayloads::default();
         loop {
             let received = tokio::select! {
                 _ = shutdown.cancelled() => return Ended::Shutdown,
@@ -308,16 +344,13 @@ impl Listener {
                 continue;
             }
             self.metrics.notifications.inc();
-            let event = match parse_payload(notification.payload()) {
-                Ok(change) => FeedEvent::Change(change),
-                Err(err) => {
-                    self.metrics.notification_errors.inc();
-                    tracing::warn!(error = %err, "unreadable change payload, resyncing to be safe");
-                    FeedEvent::Resync
+            match parse_payload(notification.payload()) {
+                Ok(change) => {
+                    if self.events.send(FeedEvent::Change(change)).await.is_err() {
+                        return Ended::Shutdown;
+                    }
                 }
-            };
-            if self.events.send(event).await.is_err() {
-                return Ended::Shutdown;
+                Err(err) => unreadable.drop_one(&err, &self.metrics),
             }
         }
     }
@@ -385,6 +418,11 @@ where
 }
 
 /// The dispatch task: matches each change and marks the signatures it touches as due.
+///
+/// A change naming rows marks its signatures as targeted work. Whole-table work (a resync, an
+/// `overflow` payload) is bulk work, behind targeted work in the [`Scheduler`], and debounced
+/// per table (overflow) or globally (resync) over [`BULK_WINDOW`]: a burst of requests costs
+/// one run at once and one at the window's end.
 pub async fn dispatch(
     mut events: mpsc::Receiver<FeedEvent>,
     matcher: Arc<Matcher>,
@@ -392,23 +430,99 @@ pub async fn dispatch(
     scheduler: Arc<Scheduler>,
     metrics: Arc<Metrics>,
 ) {
-    while let Some(event) = events.recv().await {
+    let bulk = Bulk {
+        matcher,
+        hub,
+        scheduler,
+        metrics,
+    };
+    let mut resyncs: Debounce<()> = Debounce::new(BULK_WINDOW);
+    let mut overflows: Debounce<TableName> = Debounce::new(BULK_WINDOW);
+    loop {
+        let next_due = [resyncs.next_due(), overflows.next_due()]
+            .into_iter()
+            .flatten()
+            .min();
+        let event = tokio::select! {
+            event = events.recv() => match event {
+                Some(event) => Some(event),
+                None => break,
+            },
+            _ = tokio::time::sleep_until(next_due.unwrap_or_else(tokio::time::Instant::now)), if next_due.is_some() => None,
+        };
+        let now = tokio::time::Instant::now();
         match event {
-            FeedEvent::Change(change) => {
-                let matched = matcher.matches(&change);
-                metrics.matched_signatures.inc_by(matched.len() as u64);
-                for id in &matched {
-                    if let Some(signature) = hub.get(*id) {
-                        signature.note_change(change.at_micros);
-                    }
+            Some(FeedEvent::Change(change)) if change.overflow => {
+                let matched = bulk.note(&change);
+                if matched.is_empty() {
+                    // Nobody follows the table: nothing to run, nothing to remember.
+                } else if overflows.request(change.table.clone(), now) {
+                    bulk.recompute(matched.into_iter().collect());
+                } else {
+                    bulk.metrics.bulk_merged.inc();
                 }
-                scheduler.mark_due(matched);
             }
-            FeedEvent::Resync => {
-                metrics.resyncs.inc();
-                scheduler.mark_due(hub.all_ids());
+            Some(FeedEvent::Change(change)) => {
+                let matched = bulk.note(&change);
+                bulk.scheduler.mark_due(matched);
+            }
+            Some(FeedEvent::Resync) => {
+                if resyncs.request((), now) {
+                    bulk.resync(&mut overflows);
+                } else {
+                    bulk.metrics.bulk_merged.inc();
+                }
+            }
+            None => {}
+        }
+        if !resyncs.take_due(now).is_empty() {
+            bulk.resync(&mut overflows);
+        }
+        for table in overflows.take_due(now) {
+            let everything_on = Change {
+                table,
+                op: String::new(),
+                rows: HashMap::new(),
+                overflow: true,
+                at_micros: None,
+            };
+            bulk.recompute(bulk.matcher.matches(&everything_on).into_iter().collect());
+        }
+    }
+}
+
+/// What the dispatcher needs to mark work due.
+struct Bulk {
+    matcher: Arc<Matcher>,
+    hub: Arc<Hub>,
+    scheduler: Arc<Scheduler>,
+    metrics: Arc<Metrics>,
+}
+
+impl Bulk {
+    /// The signatures `change` touches, with its commit time noted on each (for the lag).
+    fn note(&self, change: &Change) -> HashSet<u64> {
+        let matched = self.matcher.matches(change);
+        self.metrics.matched_signatures.inc_by(matched.len() as u64);
+        for id in &matched {
+            if let Some(signature) = self.hub.get(*id) {
+                signature.note_change(change.at_micros);
             }
         }
+        matched
+    }
+
+    /// Every active signature as bulk work; a resync covers every pending overflow.
+    fn resync(&self, overflows: &mut Debounce<TableName>) {
+        self.metrics.resyncs.inc();
+        overflows.clear_pending();
+        self.recompute(self.hub.all_ids());
+    }
+
+    /// Marks `ids` as bulk work, grouped by query so each chunk batches into few statements.
+    fn recompute(&self, mut ids: Vec<u64>) {
+        ids.sort_by_cached_key(|id| self.hub.get(*id).map(|s| s.query.name.clone()));
+        self.scheduler.mark_bulk(ids);
     }
 }
 

@@ -58,6 +58,7 @@ pub struct Metrics {
     pub listener_reconnects: Counter,
     pub canary_failures: Counter,
     pub resyncs: Counter,
+    pub bulk_merged: Counter,
     pub coalesced_updates: Counter,
     pub slow_consumer_closes: Counter,
     pub subscribe_requests: Family<OutcomeLabel, Counter>,
@@ -91,6 +92,7 @@ impl Metrics {
             listener_reconnects: Counter::default(),
             canary_failures: Counter::default(),
             resyncs: Counter::default(),
+            bulk_merged: Counter::default(),
             coalesced_updates: Counter::default(),
             slow_consumer_closes: Counter::default(),
             subscribe_requests: Family::default(),
@@ -185,6 +187,11 @@ impl Metrics {
             "resyncs",
             "Full resyncs of every active signature",
             metrics.resyncs.clone(),
+        );
+        registry.register(
+            "bulk_requests_merged",
+            "Resyncs and overflow recomputes asked for within the debounce window of the last one, merged into one run at its end",
+            metrics.bulk_merged.clone(),
         );
         registry.register(
             "coalesced_updates",

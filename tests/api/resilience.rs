@@ -263,6 +263,135 @@ async fn comment_until_written(db: &PgPool, post: i64) {
     }
 }
 
+/// Issue 15, item 4: any role may `NOTIFY statgate_changes`. Every unreadable payload used to
+/// cost a full resync and every overflow payload a recompute of the whole table. From a role
+/// with no grants, 1,000 garbage and overflow payloads in 5 s: unreadable ones are dropped and
+/// counted, overflows merge into a few table recomputes, a normal change still reaches its
+/// subscriber fast, and everything converges afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notify_flood_from_a_role_without_grants_costs_a_handful_of_bulk_recomputes() {
+    const SIGNATURES: usize = 200;
+    let app = TestApp::spawn_with(|config| {
+        config.limits.subscribe_per_sec_per_user = 0;
+        config.limits.subscribe_per_sec_per_ip = 0;
+        config.limits.max_messages_per_sec = 100_000;
+    })
+    .await;
+    let posts = posts(&app, SIGNATURES).await;
+    let mut bystanders = app.connect("u1", None).await;
+    let mut expected_snapshots = Vec::new();
+    for post in &posts {
+        let (token, signature) = app
+            .subscribe("u1", "posts/stats/commentCount", json!({"postId": post}))
+            .await;
+        send_json(
+            &mut bystanders,
+            json!({"type": "subscribe", "token": token}),
+        )
+        .await;
+        expected_snapshots.push(signature);
+    }
+    let mut seen = Received::default();
+    read_until(&mut bystanders, &mut seen, WAIT, |r| {
+        expected_snapshots.iter().all(|s| r.value(s).is_some())
+    })
+    .await;
+    let probe_post = app.new_post().await;
+    let (probe, mut probe_ws, mut probe_received) = app.watch_comments(probe_post).await;
+
+    // A role with no grants at all: it can still NOTIFY any channel.
+    let role = format!("flooder_{}", std::process::id());
+    sqlx::query(&format!("create role {role} nologin"))
+        .execute(&app.db)
+        .await
+        .expect("role");
+    let mut flooder = app.db.acquire().await.expect("connection").detach();
+    sqlx::query(&format!("set role {role}"))
+        .execute(&mut flooder)
+        .await
+        .expect("set role");
+
+    let metrics = &app.state.metrics;
+    let label = metrics.query("posts/stats/commentCount");
+    let recomputes = || metrics.recomputes.get_or_create(&label).get();
+    let (resyncs, recomputed, errors) = (
+        metrics.resyncs.get(),
+        recomputes(),
+        metrics.notification_errors.get(),
+    );
+    let flood = tokio::spawn(async move {
+        let overflow =
+            r#"{"v":1,"schema":"public","table":"post_stats","op":"UPDATE","overflow":true}"#;
+        let mut tick = tokio::time::interval(Duration::from_millis(5));
+        for i in 0..1000 {
+            tick.tick().await;
+            let payload = if i % 2 == 0 {
+                format!("garbage {i}")
+            } else {
+                overflow.to_owned()
+            };
+            sqlx::query("select pg_notify('statgate_changes', $1)")
+                .bind(payload)
+                .execute(&mut flooder)
+                .await
+                .expect("any role may notify");
+        }
+    });
+
+    // Normal changes during the flood: commit → push, as the probe's subscriber sees it.
+    let mut latencies = Vec::new();
+    while !flood.is_finished() {
+        let started = std::time::Instant::now();
+        app.add_comment(probe_post).await;
+        let expected = json!(latencies.len() + 1);
+        read_until(&mut probe_ws, &mut probe_received, WAIT, |r| {
+            r.value(&probe) == Some(&expected)
+        })
+        .await;
+        latencies.push(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    flood.await.expect("flood sent");
+    wait_until(WAIT, "every unreadable payload was counted", || {
+        metrics.notification_errors.get() >= errors + 500
+    })
+    .await;
+
+    for post in &posts[..10] {
+        app.add_comment(*post).await;
+    }
+    for (post, signature) in posts.iter().zip(&expected_snapshots) {
+        let expected = json!(app.comment_count(*post).await);
+        converge_to(&mut bystanders, &mut seen, signature, expected).await;
+    }
+    latencies.sort();
+    let median = latencies[latencies.len() / 2];
+    let (full_resyncs, table_recomputes) =
+        (metrics.resyncs.get() - resyncs, recomputes() - recomputed);
+    println!(
+        "flood: {} full resyncs, {table_recomputes} recomputes of {SIGNATURES} signatures; \
+         commit→push of {} normal changes: median {median:?}, max {:?}",
+        full_resyncs,
+        latencies.len(),
+        latencies.last()
+    );
+    assert_eq!(
+        metrics.notification_errors.get() - errors,
+        500,
+        "every unreadable payload is counted"
+    );
+    assert!(full_resyncs <= 3, "{full_resyncs} full resyncs");
+    assert!(
+        table_recomputes <= 15 * SIGNATURES as u64,
+        "{table_recomputes} recomputes for 500 overflow payloads"
+    );
+    assert!(latencies.len() >= 10, "{} samples", latencies.len());
+    assert!(
+        median < Duration::from_millis(100),
+        "median commit→push {median:?} during the flood"
+    );
+}
+
 #[tokio::test]
 async fn server_pings_keep_a_reading_client_and_close_a_silent_one_with_4000() {
     let app = TestApp::spawn_with(|config| config.heartbeat = Duration::from_millis(300)).await;
