@@ -36,6 +36,7 @@ use crate::telemetry::Metrics;
 
 pub mod debounce;
 pub mod table;
+pub mod unrecorded;
 
 pub const CHANNEL: &str = "statgate_changes";
 /// Longest wait between two connection attempts of the change feed, so that after an outage it
