@@ -20,6 +20,7 @@ use crate::config::{ChangeFeed, Config};
 use crate::db::{self, DatabaseHandle, DbError};
 use crate::hub::Hub;
 use crate::listener::table::{self, FeedError, TablePoller};
+use crate::listener::unrecorded::UnrecordedChanges;
 use crate::listener::{self, Listener, ListenerStatus};
 use crate::matcher::Matcher;
 use crate::recompute::{Recompute, Scheduler};
@@ -135,6 +136,12 @@ impl Application {
         let status = Arc::new(ListenerStatus::default());
         let shutdown = CancellationToken::new();
         let (events_tx, events_rx) = mpsc::channel(FEED_CAPACITY);
+        let unrecorded = (!config.unrecorded_check.is_zero()).then(|| UnrecordedChanges {
+            pool: pool.clone(),
+            every: config.unrecorded_check,
+            events: events_tx.clone(),
+            metrics: metrics.clone(),
+        });
 
         let feed = match config.change_feed {
             ChangeFeed::Notify => tokio::spawn(
@@ -183,6 +190,9 @@ impl Application {
             )),
             tokio::spawn(recompute.run(shutdown.clone())),
         ];
+        if let Some(unrecorded) = unrecorded {
+            tasks.push(tokio::spawn(unrecorded.run(shutdown.clone())));
+        }
         let subscribe_limits = Arc::new(crate::limits::SubscribeLimits::new(
             config.limits.subscribe_per_sec_per_user,
             config.limits.subscribe_per_sec_per_ip,

@@ -372,6 +372,15 @@ pub struct Settings {
         global = true
     )]
     pub feed_canary_secs: u64,
+    /// Seconds between reads of `statgate.unrecorded_changes`, the changes the triggers could
+    /// not record (0 turns the check off).
+    #[arg(
+        long,
+        env = "STATGATE_UNRECORDED_CHECK_SECS",
+        default_value_t = 5,
+        global = true
+    )]
+    pub unrecorded_check_secs: u64,
     /// `POST /realtime/subscribe` requests per second per user (bursts to twice; 0: no limit).
     #[arg(
         long,
@@ -545,6 +554,8 @@ pub struct Config {
     pub recompute_window: Duration,
     /// Interval of change-feed probes; zero: off.
     pub feed_canary: Duration,
+    /// Interval of the check for changes the triggers could not record; zero: off.
+    pub unrecorded_check: Duration,
     pub shutdown_grace: Duration,
     pub change_feed: ChangeFeed,
     pub feed_poll: Duration,
@@ -715,6 +726,7 @@ impl Settings {
             recompute_concurrency: self.recompute_concurrency,
             recompute_window: Duration::from_millis(self.recompute_window_ms),
             feed_canary: Duration::from_secs(self.feed_canary_secs),
+            unrecorded_check: Duration::from_secs(self.unrecorded_check_secs),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             change_feed: self.change_feed,
             feed_poll: Duration::from_millis(self.feed_poll_ms),
@@ -825,6 +837,7 @@ impl Config {
             recompute_concurrency: 4,
             recompute_window: Duration::ZERO,
             feed_canary: Duration::from_secs(5),
+            unrecorded_check: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(5),
             change_feed: ChangeFeed::Notify,
             feed_poll: Duration::from_millis(10),

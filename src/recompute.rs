@@ -14,15 +14,18 @@
 //! every signature, and a configured share of later ones, is compared with it (one more
 //! statement per batch); on divergence the live value is served, a warning names the
 //! signature, and `statgate_parity_divergences` counts it. A stats table that drifted (a
-//! bug in a hand-written trigger, a manual edit) then shows up instead of being pushed.
+//! bug in a hand-written trigger, a manual edit) then shows up instead of being pushed. A batch
+//! due a check runs both statements in one read-only REPEATABLE READ transaction, so in one
+//! snapshot: a write committing between the two cannot pass for a divergence.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use indexmap::IndexMap;
 use serde_json::Value;
-use sqlx::{PgPool, Row};
-use tokio::sync::{Notify, Semaphore};
+use sqlx::{PgExecutor, PgPool, Row};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -33,16 +36,78 @@ use crate::telemetry::Metrics;
 const NOTIFY_AFTER_FAILURES: u32 = 3;
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const MAX_RETRY: Duration = Duration::from_secs(30);
+/// How a batch due a parity check begins: both statements see one snapshot, and a read
+/// replica (`DATABASE_READ_URL`) accepts it.
+const ONE_SNAPSHOT: &str = "begin isolation level repeatable read read only";
 
+/// Why a signature is due: a change that named it, or whole-table work (a resync, an
+/// `overflow` payload) that recomputes it among many others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Lane {
+    Bulk,
+    Targeted,
+}
+
+/// The due signatures in two queues. `queued` is the truth (which lane an id waits in); an id
+/// promoted from bulk to targeted leaves a stale entry in `bulk`, skipped when reached.
 #[derive(Default)]
 struct Due {
-    queue: VecDeque<u64>,
-    queued: HashSet<u64>,
+    targeted: VecDeque<u64>,
+    bulk: VecDeque<u64>,
+    queued: HashMap<u64, Lane>,
     running: HashSet<u64>,
-    rerun: HashSet<u64>,
+    /// Marked while running: queued again, in this lane, when the run ends.
+    rerun: HashMap<u64, Lane>,
+}
+
+impl Due {
+    /// Queues `id` in `lane` (or promotes it to targeted); true if it was not due there before.
+    fn queue(&mut self, id: u64, lane: Lane) -> bool {
+        match self.queued.get(&id).copied() {
+            Some(current) if current >= lane => false,
+            Some(_) => {
+                self.queued.insert(id, lane);
+                self.targeted.push_back(id);
+                true
+            }
+            None => {
+                self.queued.insert(id, lane);
+                match lane {
+                    Lane::Targeted => self.targeted.push_back(id),
+                    Lane::Bulk => self.bulk.push_back(id),
+                }
+                true
+            }
+        }
+    }
+
+    /// Takes up to `limit` ids waiting in `lane`, in queue order.
+    fn take(&mut self, lane: Lane, limit: usize, into: &mut Vec<u64>) {
+        let mut taken = 0;
+        while taken < limit {
+            let next = match lane {
+                Lane::Targeted => self.targeted.pop_front(),
+                Lane::Bulk => self.bulk.pop_front(),
+            };
+            let Some(id) = next else {
+                break;
+            };
+            if self.queued.get(&id) == Some(&lane) {
+                self.queued.remove(&id);
+                self.running.insert(id);
+                into.push(id);
+                taken += 1;
+            }
+        }
+    }
 }
 
 /// Which signatures are due, running, or due again after their current run.
+///
+/// Two lanes: signatures a change named (targeted) always go first, so a normal change never
+/// waits behind whole-table work; bulk ones (a resync, an `overflow` payload) are handed out a
+/// bounded number at a time, so they progress without holding up what arrives meanwhile. A
+/// signature due in both runs once, as targeted. Nothing due is ever dropped.
 #[derive(Default)]
 pub struct Scheduler {
     due: Mutex<Due>,
@@ -60,16 +125,28 @@ impl Scheduler {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Marks signatures for recompute. A running one is re-run once after it finishes.
+    /// Marks signatures a change named for recompute, ahead of bulk work. A running one is
+    /// re-run once after it finishes.
     pub fn mark_due(&self, ids: impl IntoIterator<Item = u64>) {
+        self.mark(ids, Lane::Targeted);
+    }
+
+    /// Marks signatures for recompute as part of whole-table work (a resync, an overflow),
+    /// behind targeted ones. Pass them grouped by query: they are handed out in this order, a
+    /// bounded number at a time, and batched by query.
+    pub fn mark_bulk(&self, ids: impl IntoIterator<Item = u64>) {
+        self.mark(ids, Lane::Bulk);
+    }
+
+    fn mark(&self, ids: impl IntoIterator<Item = u64>, lane: Lane) {
         let mut due = self.lock();
         let mut added = false;
         for id in ids {
             if due.running.contains(&id) {
-                due.rerun.insert(id);
-            } else if due.queued.insert(id) {
-                due.queue.push_back(id);
-                added = true;
+                let again = due.rerun.entry(id).or_insert(lane);
+                *again = (*again).max(lane);
+            } else {
+                added |= due.queue(id, lane);
             }
         }
         drop(due);
@@ -78,14 +155,12 @@ impl Scheduler {
         }
     }
 
-    /// Takes every due signature and marks it running.
-    pub fn take_due(&self) -> Vec<u64> {
+    /// Takes every targeted signature and up to `bulk_limit` bulk ones, and marks them running.
+    pub fn take_due(&self, bulk_limit: usize) -> Vec<u64> {
         let mut due = self.lock();
-        let ids: Vec<u64> = due.queue.drain(..).collect();
-        for id in &ids {
-            due.queued.remove(id);
-            due.running.insert(*id);
-        }
+        let mut ids = Vec::new();
+        due.take(Lane::Targeted, usize::MAX, &mut ids);
+        due.take(Lane::Bulk, bulk_limit, &mut ids);
         ids
     }
 
@@ -95,9 +170,8 @@ impl Scheduler {
         let mut again = false;
         for id in ids {
             due.running.remove(id);
-            if due.rerun.remove(id) && due.queued.insert(*id) {
-                due.queue.push_back(*id);
-                again = true;
+            if let Some(lane) = due.rerun.remove(id) {
+                again |= due.queue(*id, lane);
             }
         }
         drop(due);
@@ -113,7 +187,7 @@ impl Scheduler {
     /// True when nothing is due or running (for tests and shutdown).
     pub fn is_idle(&self) -> bool {
         let due = self.lock();
-        due.queue.is_empty() && due.running.is_empty()
+        due.queued.is_empty() && due.running.is_empty()
     }
 }
 
@@ -149,14 +223,23 @@ impl Recompute {
                 }
             }
             loop {
-                let ids = self.scheduler.take_due();
+                // Take work only once a statement slot is free, so what is taken runs now and
+                // a targeted signature marked meanwhile is taken before the next bulk chunk.
+                let Some(permit) = acquire(&in_flight, &shutdown).await else {
+                    return;
+                };
+                let ids = self.scheduler.take_due(self.batch_size);
                 if ids.is_empty() {
                     break;
                 }
+                let mut first = Some(permit);
                 for batch in self.batches(&ids) {
-                    let permit = tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        permit = in_flight.clone().acquire_owned() => match permit { Ok(permit) => permit, Err(_) => return },
+                    let permit = match first.take() {
+                        Some(permit) => permit,
+                        None => match acquire(&in_flight, &shutdown).await {
+                            Some(permit) => permit,
+                            None => return,
+                        },
                     };
                     let this = self.clone();
                     let shutdown = shutdown.clone();
@@ -170,9 +253,10 @@ impl Recompute {
         workers.close();
     }
 
-    /// Groups due signatures by query into batches; ids whose signature is gone finish now.
+    /// Groups due signatures by query into batches, in the order the queries first appear
+    /// (targeted ones first); ids whose signature is gone finish now.
     fn batches(&self, ids: &[u64]) -> Vec<Vec<Arc<Signature>>> {
-        let mut by_query: HashMap<&str, Vec<Arc<Signature>>> = HashMap::new();
+        let mut by_query: IndexMap<&str, Vec<Arc<Signature>>> = IndexMap::new();
         let mut gone = Vec::new();
         let signatures: Vec<Arc<Signature>> = ids
             .iter()
@@ -204,9 +288,8 @@ impl Recompute {
 
     async fn run_batch(&self, batch: &[Arc<Signature>], shutdown: &CancellationToken) {
         let pending: Vec<Option<i64>> = batch.iter().map(|s| s.take_pending_since()).collect();
-        match self.execute(batch).await {
+        match self.compute(batch).await {
             Ok(values) => {
-                let values = self.check_parity(batch, values).await;
                 for ((signature, value), since) in batch.iter().zip(values).zip(&pending) {
                     self.deliver(signature, value, *since);
                 }
@@ -215,9 +298,8 @@ impl Recompute {
                 tracing::warn!(query = %batch[0].query.name, signatures = batch.len(), error = %err, "batch recompute failed, retrying one by one");
                 for (signature, since) in batch.iter().zip(&pending) {
                     let single = std::slice::from_ref(signature);
-                    match self.execute(single).await {
-                        Ok(values) => {
-                            let mut values = self.check_parity(single, values).await;
+                    match self.compute(single).await {
+                        Ok(mut values) => {
                             self.deliver(signature, values.pop().unwrap_or(Value::Null), *since)
                         }
                         Err(err) => self.fail(signature, *since, &err, shutdown),
@@ -237,6 +319,32 @@ impl Recompute {
         }
         let ids: Vec<u64> = batch.iter().map(|s| s.id).collect();
         self.scheduler.finish(&ids);
+    }
+
+    /// The values to serve for `batch`, in batch order. Without a parity check due, one
+    /// statement; with one, the computed and the parity statement in one snapshot, and the live
+    /// value served wherever the two disagree.
+    async fn compute(&self, batch: &[Arc<Signature>]) -> Result<Vec<Value>, sqlx::Error> {
+        let Some((parity, chosen)) = self.parity_due(batch) else {
+            return self.execute(batch, &self.pool).await;
+        };
+        let mut snapshot = self.pool.begin_with(ONE_SNAPSHOT).await?;
+        let values = self.execute(batch, &mut *snapshot).await?;
+        let checked: Vec<Arc<Signature>> = chosen.iter().map(|&i| batch[i].clone()).collect();
+        let live = self.run_statement(&parity, &checked, &mut *snapshot).await;
+        // Read only: nothing to keep. An error here only drops the check.
+        let _ = snapshot.rollback().await;
+        Ok(self.compare_with_parity(batch, values, &chosen, live))
+    }
+
+    /// The parity statement of the batch's query and the indices due a check, if any: the
+    /// signatures without a value yet, and a sample of the others.
+    fn parity_due(&self, batch: &[Arc<Signature>]) -> Option<(String, Vec<usize>)> {
+        let statement = batch.first()?.query.parity_statement.clone()?;
+        let chosen: Vec<usize> = (0..batch.len())
+            .filter(|&i| !batch[i].has_value() || rand::random::<f64>() < self.parity_sample_rate)
+            .collect();
+        (!chosen.is_empty()).then_some((statement, chosen))
     }
 
     fn deliver(&self, signature: &Signature, value: Value, since: Option<i64>) {
@@ -281,13 +389,17 @@ impl Recompute {
     }
 
     /// Runs one batch as one statement; values come back in batch order.
-    async fn execute(&self, batch: &[Arc<Signature>]) -> Result<Vec<Value>, sqlx::Error> {
+    async fn execute<'e>(
+        &self,
+        batch: &[Arc<Signature>],
+        on: impl PgExecutor<'e>,
+    ) -> Result<Vec<Value>, sqlx::Error> {
         let Some(query) = batch.first().map(|s| s.query.clone()) else {
             return Ok(Vec::new());
         };
         let label = self.metrics.query(&query.name);
         let started = Instant::now();
-        let result = self.run_statement(&query.statement, batch).await;
+        let result = self.run_statement(&query.statement, batch, on).await;
         self.metrics
             .recompute_duration
             .get_or_create(&label)
@@ -303,21 +415,21 @@ impl Recompute {
         result
     }
 
-    /// Compares the values of the signatures due a parity check with their query's live SQL
-    /// and returns the values to serve: the live one wherever the two disagree.
-    async fn check_parity(&self, batch: &[Arc<Signature>], mut values: Vec<Value>) -> Vec<Value> {
-        let Some(statement) = batch.first().and_then(|s| s.query.parity_statement.clone()) else {
+    /// Compares the computed values of the `chosen` signatures with `live`, their values from
+    /// the query's parity SQL in the same snapshot, and returns the values to serve: the live
+    /// one wherever the two disagree. A failed parity statement serves the computed values.
+    fn compare_with_parity(
+        &self,
+        batch: &[Arc<Signature>],
+        mut values: Vec<Value>,
+        chosen: &[usize],
+        live: Result<Vec<Value>, sqlx::Error>,
+    ) -> Vec<Value> {
+        let Some(first) = batch.first() else {
             return values;
         };
-        let chosen: Vec<usize> = (0..batch.len())
-            .filter(|&i| !batch[i].has_value() || rand::random::<f64>() < self.parity_sample_rate)
-            .collect();
-        if chosen.is_empty() {
-            return values;
-        }
-        let checked: Vec<Arc<Signature>> = chosen.iter().map(|&i| batch[i].clone()).collect();
-        let label = self.metrics.query(&batch[0].query.name);
-        let live = match self.run_statement(&statement, &checked).await {
+        let label = self.metrics.query(&first.query.name);
+        let live = match live {
             Ok(live) => live,
             Err(err) => {
                 tracing::warn!(query = %label.query, error = %err, "parity check failed; serving the computed values");
@@ -343,10 +455,11 @@ impl Recompute {
     }
 
     /// Runs `statement` (a batched statement of the batch's query) for the batch's arg sets.
-    async fn run_statement(
+    async fn run_statement<'e>(
         &self,
         statement: &str,
         batch: &[Arc<Signature>],
+        on: impl PgExecutor<'e>,
     ) -> Result<Vec<Value>, sqlx::Error> {
         let mut args =
             String::with_capacity(2 + batch.iter().map(|s| s.args_json.len() + 1).sum::<usize>());
@@ -359,10 +472,7 @@ impl Recompute {
         }
         args.push(']');
         self.metrics.recompute_statements.inc();
-        let rows = sqlx::query(statement)
-            .bind(args)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(statement).bind(args).fetch_all(on).await?;
         let mut values = vec![Value::Null; batch.len()];
         for row in rows {
             let ordinal: i64 = row.try_get(0)?;
@@ -385,6 +495,17 @@ impl Recompute {
     }
 }
 
+/// A statement slot, or `None` once shutdown begins.
+async fn acquire(
+    in_flight: &Arc<Semaphore>,
+    shutdown: &CancellationToken,
+) -> Option<OwnedSemaphorePermit> {
+    tokio::select! {
+        _ = shutdown.cancelled() => None,
+        permit = in_flight.clone().acquire_owned() => permit.ok(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -393,21 +514,64 @@ mod tests {
     fn a_signature_runs_once_at_a_time_and_reruns_once_if_marked_meanwhile() {
         let scheduler = Scheduler::new();
         scheduler.mark_due([1, 2, 1]);
-        assert_eq!(scheduler.take_due(), vec![1, 2]);
+        assert_eq!(scheduler.take_due(usize::MAX), vec![1, 2]);
         scheduler.mark_due([1]);
         scheduler.mark_due([1]);
         assert!(
-            scheduler.take_due().is_empty(),
+            scheduler.take_due(usize::MAX).is_empty(),
             "running signatures are not handed out twice"
         );
         scheduler.finish(&[1, 2]);
         assert_eq!(
-            scheduler.take_due(),
+            scheduler.take_due(usize::MAX),
             vec![1],
             "one re-run for any number of marks"
         );
         scheduler.finish(&[1]);
-        assert!(scheduler.take_due().is_empty());
+        assert!(scheduler.take_due(usize::MAX).is_empty());
         assert!(scheduler.is_idle());
+    }
+
+    #[test]
+    fn targeted_signatures_go_before_bulk_ones_which_come_a_bounded_number_at_a_time() {
+        let scheduler = Scheduler::new();
+        scheduler.mark_bulk(1..=10);
+        scheduler.mark_due([20, 21]);
+        assert_eq!(scheduler.take_due(3), vec![20, 21, 1, 2, 3]);
+        scheduler.mark_due([30]);
+        assert_eq!(
+            scheduler.take_due(3),
+            vec![30, 4, 5, 6],
+            "a change arriving during bulk work is taken at the next turn"
+        );
+        scheduler.mark_due([8]);
+        assert_eq!(
+            scheduler.take_due(0),
+            vec![8],
+            "a bulk signature named by a change is promoted"
+        );
+        assert_eq!(
+            scheduler.take_due(usize::MAX),
+            vec![7, 9, 10],
+            "promoted once, run once"
+        );
+        scheduler.finish(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 20, 21, 30]);
+        assert!(scheduler.is_idle());
+    }
+
+    #[test]
+    fn a_running_signature_marked_in_both_lanes_reruns_once_as_targeted() {
+        let scheduler = Scheduler::new();
+        scheduler.mark_bulk([1, 2]);
+        assert_eq!(scheduler.take_due(10), vec![1, 2]);
+        scheduler.mark_bulk([1, 2]);
+        scheduler.mark_due([1]);
+        scheduler.finish(&[1, 2]);
+        scheduler.mark_bulk([3]);
+        assert_eq!(scheduler.take_due(0), vec![1], "1 reruns as targeted");
+        assert_eq!(scheduler.take_due(10), vec![2, 3], "2 reruns as bulk");
+        scheduler.finish(&[1, 2, 3]);
+        assert!(scheduler.is_idle());
+        assert!(scheduler.take_due(10).is_empty());
     }
 }

@@ -81,6 +81,8 @@ pub struct Metrics {
     pub listener_reconnects: Counter,
     pub canary_failures: Counter,
     pub resyncs: Counter,
+    pub bulk_merged: Counter,
+    pub unrecorded_changes: Gauge,
     pub coalesced_updates: Counter,
     pub slow_consumer_closes: Counter,
     pub subscribe_requests: Family<OutcomeLabel, Counter>,
@@ -114,6 +116,8 @@ impl Metrics {
             listener_reconnects: Counter::default(),
             canary_failures: Counter::default(),
             resyncs: Counter::default(),
+            bulk_merged: Counter::default(),
+            unrecorded_changes: Gauge::default(),
             coalesced_updates: Counter::default(),
             slow_consumer_closes: Counter::default(),
             subscribe_requests: Family::default(),
@@ -208,6 +212,16 @@ impl Metrics {
             "resyncs",
             "Full resyncs of every active signature",
             metrics.resyncs.clone(),
+        );
+        registry.register(
+            "bulk_requests_merged",
+            "Resyncs and overflow recomputes asked for within the debounce window of the last one, merged into one run at its end",
+            metrics.bulk_merged.clone(),
+        );
+        registry.register(
+            "unrecorded_changes",
+            "Changes the watch triggers could not record, as counted in statgate.unrecorded_changes (a growth resyncs every signature)",
+            metrics.unrecorded_changes.clone(),
         );
         registry.register(
             "coalesced_updates",

@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use super::{parse_payload, retry_with_backoff, FeedEvent, ListenerStatus};
+use super::{parse_payload, retry_with_backoff, FeedEvent, ListenerStatus, UnreadablePayloads};
 use crate::config::ChangeFeed;
 use crate::telemetry::Metrics;
 
@@ -228,6 +228,7 @@ impl TablePoller {
     ) -> Stop {
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut unreadable = UnreadablePayloads::default();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return Stop::Shutdown,
@@ -239,16 +240,13 @@ impl TablePoller {
             };
             for payload in &payloads {
                 self.metrics.notifications.inc();
-                let event = match parse_payload(payload) {
-                    Ok(change) => FeedEvent::Change(change),
-                    Err(err) => {
-                        self.metrics.notification_errors.inc();
-                        tracing::warn!(error = %err, "unreadable change row, resyncing to be safe");
-                        FeedEvent::Resync
+                match parse_payload(payload) {
+                    Ok(change) => {
+                        if self.events.send(FeedEvent::Change(change)).await.is_err() {
+                            return Stop::Shutdown;
+                        }
                     }
-                };
-                if self.events.send(event).await.is_err() {
-                    return Stop::Shutdown;
+                    Err(err) => unreadable.drop_one(&err, &self.metrics),
                 }
             }
             *cursor = Cursor::after(&snapshot);

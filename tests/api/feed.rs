@@ -252,3 +252,60 @@ async fn a_slow_transaction_committing_after_a_later_one_is_not_skipped() {
     slow.commit().await.expect("commit");
     converge_to(&mut slow_ws, &mut slow_got, &slow_sig, json!(1)).await;
 }
+
+/// Issue 15, item 2: a change the triggers cannot record even as an overflow used to be lost
+/// with only a warning to the writing client. It is now counted in `statgate.unrecorded_changes`,
+/// which the gateway reads into `statgate_unrecorded_changes`, and its growth resyncs.
+#[tokio::test]
+async fn a_change_that_cannot_be_recorded_is_counted_where_operators_see_it_and_resynced() {
+    let app = spawn_table_mode().await;
+    let post = app.new_post().await;
+    let (signature, mut ws, mut received) = app.watch_comments(post).await;
+    let resyncs = app.state.metrics.resyncs.get();
+
+    // The change table unusable for one transaction (the poller's reads just wait for it): its
+    // comment commits, and its change reaches no gateway.
+    let mut tx = app.db.begin().await.expect("begin");
+    for statement in [
+        "alter table statgate.changes rename to changes_away",
+        "insert into comments (post_id, author_id, body) values ($1, 'a', 'lost')",
+        "alter table statgate.changes_away rename to changes",
+    ] {
+        let query = sqlx::query(statement);
+        let query = if statement.contains("$1") {
+            query.bind(post)
+        } else {
+            query
+        };
+        query.execute(&mut *tx).await.expect(statement);
+    }
+    tx.commit().await.expect("the write commits");
+
+    read_until(&mut ws, &mut received, WAIT, |r| {
+        r.value(&signature) == Some(&json!(1))
+    })
+    .await;
+    let metrics = app.metrics_text().await;
+    let unrecorded = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("statgate_unrecorded_changes "))
+        .and_then(|value| value.parse::<f64>().ok());
+    assert!(
+        unrecorded.is_some_and(|n| n >= 2.0),
+        "post_stats and author_comment_counts each lost a change: {unrecorded:?}"
+    );
+    assert!(app.state.metrics.resyncs.get() > resyncs, "a resync ran");
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "select table_name, sum(count)::int8 from statgate.unrecorded_changes group by 1 order by 1",
+    )
+    .fetch_all(&app.db)
+    .await
+    .expect("unrecorded changes");
+    assert_eq!(
+        rows,
+        vec![
+            ("author_comment_counts".to_owned(), 1),
+            ("post_stats".to_owned(), 1)
+        ]
+    );
+}

@@ -586,3 +586,59 @@ impl XorShift {
         (self.0 % n as u64) as usize
     }
 }
+
+/// Log lines written by one test's threads (a `MakeWriter` for `tracing_subscriber::fmt`).
+#[derive(Clone, Default)]
+struct CapturedLogs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
+    type Writer = CapturedLogs;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// Runs `test` on a runtime of its own (two worker threads) whose threads log at `filter` to a
+/// capture, and returns its output and the captured lines. Other tests in this process log to
+/// the global subscriber, so their lines cannot be mistaken for this test's.
+pub fn run_with_captured_logs<T>(
+    filter: &str,
+    test: impl std::future::Future<Output = T>,
+) -> (T, Vec<String>) {
+    let logs = CapturedLogs::default();
+    let dispatch = tracing::Dispatch::new(
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .without_time()
+            .with_ansi(false)
+            .with_writer(logs.clone())
+            .finish(),
+    );
+    let for_threads = dispatch.clone();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .on_thread_start(move || {
+            // for the thread's whole life: the guard is never dropped.
+            std::mem::forget(tracing::dispatcher::set_default(&for_threads));
+        })
+        .build()
+        .expect("runtime");
+    let output = tracing::dispatcher::with_default(&dispatch, || runtime.block_on(test));
+    drop(runtime);
+    let lines = String::from_utf8_lossy(&logs.0.lock().expect("lock"))
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    (output, lines)
+}

@@ -7,11 +7,12 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::json;
 use sqlx::PgPool;
+use statgate::config::ChangeFeed;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::{
-    assert_pong, close_of, converge_to, next_event, send_json, send_text, wait_for, wait_until,
-    wait_until_ready, PrivateServer, Received, TestApp, Ws,
+    assert_pong, close_of, converge_to, next_event, read_until, run_with_captured_logs, send_json,
+    send_text, wait_for, wait_until, wait_until_ready, PrivateServer, Received, TestApp, Ws,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -153,6 +154,242 @@ async fn a_full_postgresql_restart_keeps_sockets_open_and_converges() {
     app.shutdown.cancel();
     let _ = tokio::time::timeout(WAIT, app.done).await;
     private.stop().await;
+}
+
+/// Issue 15, item 1: sqlx's `PgListener` reconnected inside a receive that a canary branch
+/// then dropped, so the next receive re-LISTENed silently: no resync, the gauge stuck at 1, and
+/// changes committed before the silent re-LISTEN were never pushed. Three 8 s outages with a
+/// short canary interval (its branch fires many times during each), writes to posts nobody
+/// wrote before right after each start.
+#[test]
+fn three_postgresql_outages_are_each_seen_and_every_socket_converges_after_each() {
+    let lines = survive_outages("outages", ChangeFeed::Notify, 3);
+    let count = |needle: &str| lines.iter().filter(|l| l.contains(needle)).count();
+    assert!(
+        count("listener connection lost") >= 3,
+        "every outage is logged as a lost listener: {lines:#?}"
+    );
+    assert!(
+        count("listener reconnected") >= 3,
+        "every reconnect is logged: {lines:#?}"
+    );
+}
+
+/// The table feed's poller has its own loop: the same outage is seen and followed by a resync.
+#[test]
+fn in_table_mode_a_postgresql_outage_is_seen_and_every_socket_converges() {
+    let lines = survive_outages("outage-table", ChangeFeed::Table, 1);
+    let count = |needle: &str| lines.iter().filter(|l| l.contains(needle)).count();
+    assert!(count("feed poller failed") >= 1, "{lines:#?}");
+    assert!(count("feed poller reconnected") >= 1, "{lines:#?}");
+}
+
+/// Stops a private PostgreSQL for 8 s `rounds` times, writes to two new posts right after each
+/// start, and checks that every socket converges within 5 s of the writes, that the feed's gauge
+/// went to 0 during the outage and that its reconnect counter moved. Returns the feed's log.
+fn survive_outages(name: &str, feed: ChangeFeed, rounds: usize) -> Vec<String> {
+    const OUTAGE: Duration = Duration::from_secs(8);
+    let ((), lines) = run_with_captured_logs("statgate=info", async {
+        let (mut private, db) = PrivateServer::start(name).await;
+        let app = TestApp::spawn_on(private.url.clone(), db, |config| {
+            config.feed_canary = Duration::from_secs(1);
+            config.change_feed = feed;
+        })
+        .await;
+        let posts = posts(&app, rounds * 2 + 1).await;
+        let mut watchers = Watchers::open(&app, &posts).await;
+        let metrics = &app.state.metrics;
+        for round in 0..rounds {
+            let reconnects = metrics.listener_reconnects.get();
+            private.stop().await;
+            let (mut seen_down, until) = (false, tokio::time::Instant::now() + OUTAGE);
+            while tokio::time::Instant::now() < until {
+                seen_down |= metrics.listener_connected.get() == 0;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            private.restart().await;
+            for post in &posts[round * 2..round * 2 + 2] {
+                for _ in 0..3 {
+                    comment_until_written(&app.db, *post).await;
+                }
+            }
+            let writes_stopped = tokio::time::Instant::now();
+            for (post, signature, ws, received) in &mut watchers.sockets {
+                let expected = json!(app.comment_count(*post).await);
+                let left = (writes_stopped + Duration::from_secs(5))
+                    .saturating_duration_since(tokio::time::Instant::now());
+                read_until(ws, received, left, |r| {
+                    r.value(signature) == Some(&expected)
+                })
+                .await;
+            }
+            assert!(
+                seen_down,
+                "outage {round}: statgate_listener_connected stayed 1 with PostgreSQL down"
+            );
+            assert!(
+                metrics.listener_reconnects.get() > reconnects,
+                "outage {round}: statgate_listener_reconnects_total did not move"
+            );
+        }
+        app.shutdown.cancel();
+        let _ = tokio::time::timeout(WAIT, app.done).await;
+        private.stop().await;
+    });
+    let feed_lines: Vec<String> = lines
+        .into_iter()
+        .filter(|l| l.contains("statgate::listener"))
+        .collect();
+    for line in &feed_lines {
+        println!("{line}");
+    }
+    feed_lines
+}
+
+/// Inserts one comment on `post`, retrying while the database is still coming back.
+async fn comment_until_written(db: &PgPool, post: i64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while sqlx::query("insert into comments (post_id, author_id, body) values ($1, 'w', 'x')")
+        .bind(post)
+        .execute(db)
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the database came back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Issue 15, item 4: any role may `NOTIFY statgate_changes`. Every unreadable payload used to
+/// cost a full resync and every overflow payload a recompute of the whole table. From a role
+/// with no grants, 1,000 garbage and overflow payloads in 5 s: unreadable ones are dropped and
+/// counted, overflows merge into a few table recomputes, a normal change still reaches its
+/// subscriber fast, and everything converges afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notify_flood_from_a_role_without_grants_costs_a_handful_of_bulk_recomputes() {
+    const SIGNATURES: usize = 200;
+    let app = TestApp::spawn_with(|config| {
+        config.limits.subscribe_per_sec_per_user = 0;
+        config.limits.subscribe_per_sec_per_ip = 0;
+        config.limits.max_messages_per_sec = 100_000;
+    })
+    .await;
+    let posts = posts(&app, SIGNATURES).await;
+    let mut bystanders = app.connect("u1", None).await;
+    let mut expected_snapshots = Vec::new();
+    for post in &posts {
+        let (token, signature) = app
+            .subscribe("u1", "posts/stats/commentCount", json!({"postId": post}))
+            .await;
+        send_json(
+            &mut bystanders,
+            json!({"type": "subscribe", "token": token}),
+        )
+        .await;
+        expected_snapshots.push(signature);
+    }
+    let mut seen = Received::default();
+    read_until(&mut bystanders, &mut seen, WAIT, |r| {
+        expected_snapshots.iter().all(|s| r.value(s).is_some())
+    })
+    .await;
+    let probe_post = app.new_post().await;
+    let (probe, mut probe_ws, mut probe_received) = app.watch_comments(probe_post).await;
+
+    // A role with no grants at all: it can still NOTIFY any channel.
+    let role = format!("flooder_{}", std::process::id());
+    sqlx::query(&format!("create role {role} nologin"))
+        .execute(&app.db)
+        .await
+        .expect("role");
+    let mut flooder = app.db.acquire().await.expect("connection").detach();
+    sqlx::query(&format!("set role {role}"))
+        .execute(&mut flooder)
+        .await
+        .expect("set role");
+
+    let metrics = &app.state.metrics;
+    let label = metrics.query("posts/stats/commentCount");
+    let recomputes = || metrics.recomputes.get_or_create(&label).get();
+    let (resyncs, recomputed, errors) = (
+        metrics.resyncs.get(),
+        recomputes(),
+        metrics.notification_errors.get(),
+    );
+    let flood = tokio::spawn(async move {
+        let overflow =
+            r#"{"v":1,"schema":"public","table":"post_stats","op":"UPDATE","overflow":true}"#;
+        let mut tick = tokio::time::interval(Duration::from_millis(5));
+        for i in 0..1000 {
+            tick.tick().await;
+            let payload = if i % 2 == 0 {
+                format!("garbage {i}")
+            } else {
+                overflow.to_owned()
+            };
+            sqlx::query("select pg_notify('statgate_changes', $1)")
+                .bind(payload)
+                .execute(&mut flooder)
+                .await
+                .expect("any role may notify");
+        }
+    });
+
+    // Normal changes during the flood: commit → push, as the probe's subscriber sees it.
+    let mut latencies = Vec::new();
+    while !flood.is_finished() {
+        let started = std::time::Instant::now();
+        app.add_comment(probe_post).await;
+        let expected = json!(latencies.len() + 1);
+        read_until(&mut probe_ws, &mut probe_received, WAIT, |r| {
+            r.value(&probe) == Some(&expected)
+        })
+        .await;
+        latencies.push(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    flood.await.expect("flood sent");
+    wait_until(WAIT, "every unreadable payload was counted", || {
+        metrics.notification_errors.get() >= errors + 500
+    })
+    .await;
+
+    for post in &posts[..10] {
+        app.add_comment(*post).await;
+    }
+    for (post, signature) in posts.iter().zip(&expected_snapshots) {
+        let expected = json!(app.comment_count(*post).await);
+        converge_to(&mut bystanders, &mut seen, signature, expected).await;
+    }
+    latencies.sort();
+    let median = latencies[latencies.len() / 2];
+    let (full_resyncs, table_recomputes) =
+        (metrics.resyncs.get() - resyncs, recomputes() - recomputed);
+    println!(
+        "flood: {} full resyncs, {table_recomputes} recomputes of {SIGNATURES} signatures; \
+         commit→push of {} normal changes: median {median:?}, max {:?}",
+        full_resyncs,
+        latencies.len(),
+        latencies.last()
+    );
+    assert_eq!(
+        metrics.notification_errors.get() - errors,
+        500,
+        "every unreadable payload is counted"
+    );
+    assert!(full_resyncs <= 3, "{full_resyncs} full resyncs");
+    assert!(
+        table_recomputes <= 15 * SIGNATURES as u64,
+        "{table_recomputes} recomputes for 500 overflow payloads"
+    );
+    assert!(latencies.len() >= 10, "{} samples", latencies.len());
+    assert!(
+        median < Duration::from_millis(100),
+        "median commit→push {median:?} during the flood"
+    );
 }
 
 #[tokio::test]

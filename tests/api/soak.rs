@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{send_json, PrivateServer, TestApp, XorShift};
+use crate::helpers::{run_with_captured_logs, send_json, PrivateServer, TestApp, XorShift};
 
 const SOCKETS: usize = 200;
 const USERS: usize = 20;
@@ -41,36 +41,6 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// Log lines written by the soak's threads (a `MakeWriter` for `tracing_subscriber::fmt`).
-#[derive(Clone, Default)]
-struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for CapturedLogs {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
-    type Writer = CapturedLogs;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-impl CapturedLogs {
-    fn lines(&self) -> Vec<String> {
-        String::from_utf8_lossy(&self.0.lock().expect("lock"))
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
 /// Warnings the soak's faults cause: the listener's backend killed and PostgreSQL restarted
 /// (connections lost and re-established, recomputes and readiness checks failing meanwhile).
 const EXPECTED_WARNINGS: &[&str] = &[
@@ -86,29 +56,7 @@ const EXPECTED_WARNINGS: &[&str] = &[
 /// log to the global subscriber, so their lines cannot be mistaken for the soak's.
 #[test]
 fn soak_with_churn_writers_a_listener_kill_and_a_restart_loses_no_value() {
-    let logs = CapturedLogs::default();
-    let dispatch = tracing::Dispatch::new(
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
-            .without_time()
-            .with_ansi(false)
-            .with_writer(logs.clone())
-            .finish(),
-    );
-    let for_threads = dispatch.clone();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .on_thread_start(move || {
-            // for the thread's whole life: the guard is never dropped.
-            std::mem::forget(tracing::dispatcher::set_default(&for_threads));
-        })
-        .build()
-        .expect("runtime");
-    tracing::dispatcher::with_default(&dispatch, || runtime.block_on(soak()));
-    drop(runtime);
-
-    let lines = logs.lines();
+    let ((), lines) = run_with_captured_logs("warn", soak());
     let errors: Vec<&String> = lines
         .iter()
         .filter(|l| l.trim_start().starts_with("ERROR"))

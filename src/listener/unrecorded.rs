@@ -1,0 +1,93 @@
+//! Changes the watch triggers could not record, made visible to operators.
+//!
+//! The triggers never fail an application's write for statgate's sake: when even the overflow
+//! payload cannot be sent (the change table unusable, a broken `emit_change`), the change is lost
+//! to every gateway. Their last resort counts it in `statgate.unrecorded_changes` (migration
+//! 0007) besides warning the writing client, which no operator sees. This task reads the total
+//! every interval into the `statgate_unrecorded_changes` gauge and, when it grows, logs which
+//! tables lost changes and resyncs every signature: a lost change may have touched any of them.
+//! Reads go through the pool (primary), one small aggregate per interval.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+use super::FeedEvent;
+use crate::telemetry::Metrics;
+
+const TOTAL: &str = "select coalesce(sum(count), 0)::int8 from statgate.unrecorded_changes";
+/// The tables behind a growth, for the log (a handful: the count is what matters).
+const BY_TABLE: &str = "select schema_name, table_name, sum(count)::int8,
+        (array_agg(last_error order by last_at desc nulls last))[1]
+   from statgate.unrecorded_changes group by 1, 2 order by 3 desc limit 5";
+
+/// The task: polls the count of unrecorded changes until shutdown.
+pub struct UnrecordedChanges {
+    pub pool: PgPool,
+    pub every: Duration,
+    pub events: mpsc::Sender<FeedEvent>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl UnrecordedChanges {
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(self.every);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut last: Option<i64> = None;
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let total = match sqlx::query_scalar::<_, i64>(TOTAL)
+                .fetch_one(&self.pool)
+                .await
+            {
+                Ok(total) => total,
+                Err(err) => {
+                    if !failing {
+                        tracing::warn!(error = %err, "cannot read statgate.unrecorded_changes (database down, or migration 0007 missing)");
+                    }
+                    failing = true;
+                    continue;
+                }
+            };
+            failing = false;
+            self.metrics.unrecorded_changes.set(total);
+            // The first read is the baseline: the start-up resync covered what came before.
+            if let Some(before) = last.filter(|before| total > *before) {
+                self.report(total - before).await;
+                if self.events.send(FeedEvent::Resync).await.is_err() {
+                    return;
+                }
+            }
+            last = Some(total);
+        }
+    }
+
+    async fn report(&self, lost: i64) {
+        let tables: Vec<(String, String, i64, Option<String>)> = sqlx::query_as(BY_TABLE)
+            .fetch_all(&self.pool)
+            .await
+            .unwrap_or_default();
+        let tables: Vec<String> = tables
+            .into_iter()
+            .map(|(schema, table, count, error)| {
+                format!(
+                    "{schema}.{table}: {count} ({})",
+                    error.as_deref().unwrap_or("no error recorded")
+                )
+            })
+            .collect();
+        tracing::warn!(
+            lost,
+            tables = %tables.join("; "),
+            "changes the triggers could not record (statgate.unrecorded_changes grew); resyncing every signature"
+        );
+    }
+}
