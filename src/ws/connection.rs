@@ -59,6 +59,40 @@ impl Drop for Counted {
     }
 }
 
+/// Reads and discards what the client still sends until it answers our close frame or goes,
+/// for at most [`CLOSE_TIMEOUT`]. Closing a TCP connection with unread bytes in its receive
+/// buffer resets it, and the reset can destroy the close frame before the client reads it (a
+/// client flooding Pings would never learn why it was cut off).
+async fn drain_until_closed(socket: &mut WebSocket) {
+    let drain = async {
+        while let Some(Ok(message)) = socket.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, drain).await;
+}
+
+/// True for the frame errors a client caused by breaking RFC 6455; false for a connection
+/// that was reset or closed, where no close frame can reach anyone.
+fn is_client_violation(violation: &tungstenite::error::ProtocolError) -> bool {
+    use tungstenite::error::ProtocolError as P;
+    matches!(
+        violation,
+        P::NonZeroReservedBits
+            | P::UnmaskedFrameFromClient
+            | P::FragmentedControlFrame
+            | P::ControlFrameTooBig
+            | P::UnknownControlFrameType(_)
+            | P::UnknownDataFrameType(_)
+            | P::UnexpectedContinueFrame
+            | P::ExpectedFragment(_)
+            | P::InvalidOpcode(_)
+            | P::InvalidCloseSequence
+    )
+}
+
 /// A JWT may say it expires in centuries; timers need not look further than a year.
 const MAX_TIMER_SECS: u64 = 365 * 24 * 3600;
 
@@ -140,7 +174,9 @@ impl Connection {
             } else {
                 CLOSE_TIMEOUT
             };
-            let _ = tokio::time::timeout(timeout, socket.send(close)).await;
+            if let Ok(Ok(())) = tokio::time::timeout(timeout, socket.send(close)).await {
+                drain_until_closed(&mut socket).await;
+            }
         }
         exit
     }
@@ -258,20 +294,29 @@ impl Connection {
         }
     }
 
+    /// The close a broken client frame calls for (RFC 6455 §7.4.1: 1007 for a text frame that
+    /// is not UTF-8, 1002 for a frame the protocol forbids), or none when the transport itself
+    /// failed and there is no one left to tell.
     fn on_transport_error(&self, err: &axum::Error) -> Exit {
-        let too_large = std::error::Error::source(err)
+        let Some(err) = std::error::Error::source(err)
             .and_then(|source| source.downcast_ref::<tungstenite::Error>())
-            .is_some_and(|err| matches!(err, tungstenite::Error::Capacity(_)));
-        if too_large {
-            Exit::Close(CloseReason::FrameTooLarge)
-        } else {
-            Exit::Gone
+        else {
+            return Exit::Gone;
+        };
+        match err {
+            tungstenite::Error::Capacity(_) => Exit::Close(CloseReason::FrameTooLarge),
+            tungstenite::Error::Utf8(_) => Exit::Close(CloseReason::InvalidUtf8),
+            tungstenite::Error::Protocol(violation) if is_client_violation(violation) => {
+                Exit::Close(CloseReason::ProtocolViolation)
+            }
+            _ => Exit::Gone,
         }
     }
 
-    /// Handles one client message; returns an exit when the connection must end.
+    /// Handles one client message; returns an exit when the connection must end. Every frame
+    /// counts toward the message rate, control frames too: a Ping costs the server a Pong.
     fn on_message(&mut self, message: Message) -> Option<Exit> {
-        if !matches!(message, Message::Pong(_) | Message::Ping(_)) && !self.within_rate() {
+        if !self.within_rate() {
             return Some(Exit::Close(CloseReason::RateLimited));
         }
         match message {

@@ -144,6 +144,11 @@ pub enum CloseReason {
     TooManyReplies,
     SlowConsumer,
     Idle,
+    /// A text frame (or a close reason) that is not UTF-8.
+    InvalidUtf8,
+    /// A frame RFC 6455 forbids from a client: unmasked, an unknown opcode, reserved bits
+    /// set, a fragmented or oversized control frame, a stray continuation.
+    ProtocolViolation,
 }
 
 /// The close code and reason of each [`CloseReason`], in one place (SPEC §5).
@@ -158,6 +163,8 @@ pub fn close_frame(reason: CloseReason) -> CloseFrame {
         CloseReason::TooManyReplies => (4008, "too many unread replies"),
         CloseReason::SlowConsumer => (4009, "slow consumer: the socket could not drain its outbox"),
         CloseReason::Idle => (4008, "idle: no subscription within the idle timeout"),
+        CloseReason::InvalidUtf8 => (1007, "invalid UTF-8 in a text frame"),
+        CloseReason::ProtocolViolation => (1002, "WebSocket protocol violation"),
     };
     CloseFrame {
         code,

@@ -4,6 +4,7 @@ mod cli;
 mod counters;
 mod demo;
 mod feed;
+mod frames;
 mod helpers;
 mod load;
 mod matching;
