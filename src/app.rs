@@ -122,7 +122,12 @@ impl Application {
             address: config.listen,
             source,
         })?;
-        tracing::info!(%address, queries = registry.len(), "statgate listening");
+        tracing::info!(
+            %address,
+            queries = registry.len(),
+            max_connections = config.limits.max_connections,
+            "statgate listening"
+        );
 
         let metrics = Arc::new(Metrics::new());
         let matcher = Arc::new(Matcher::new());
@@ -232,16 +237,12 @@ impl Application {
             tasks,
         } = self;
         let router = crate::http::router(state.clone());
-        let shutdown = state.shutdown.clone();
-        let served = axum::serve(
-            tcp,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
+        let grace = state.config.shutdown_grace;
+        crate::edge::Edge::new(&state.config.limits, state.metrics.clone())
+            .serve(tcp, router, state.shutdown.clone(), grace)
+            .await;
         state.shutdown.cancel();
         state.sockets.close();
-        let grace = state.config.shutdown_grace;
         if tokio::time::timeout(grace, state.sockets.wait())
             .await
             .is_err()
@@ -259,7 +260,7 @@ impl Application {
         state.read_pool.close().await;
         database.close().await;
         tracing::info!("statgate stopped");
-        served
+        Ok(())
     }
 }
 

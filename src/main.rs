@@ -12,6 +12,7 @@ use statgate::Application;
 async fn main() -> anyhow::Result<()> {
     statgate::telemetry::init_logging();
     let cli = Cli::parse();
+    raise_open_files_limit();
     let config = cli.settings.into_config()?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config).await,
@@ -122,6 +123,14 @@ async fn serve(config: statgate::Config) -> anyhow::Result<()> {
     });
     app.run().await?;
     Ok(())
+}
+
+/// Raises the soft open-files limit to the hard one (systemd's default soft limit is 1,024):
+/// every socket is a descriptor, and `STATGATE_MAX_CONNECTIONS` defaults to this limit.
+fn raise_open_files_limit() {
+    if let Err(err) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!(error = %err, "cannot raise the open-files limit");
+    }
 }
 
 async fn wait_for_signal() {

@@ -33,6 +33,12 @@ pub struct OutcomeLabel {
     pub outcome: &'static str,
 }
 
+/// Which limit refused something: `server` (in all) or `address` (per peer address).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScopeLabel {
+    pub scope: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
@@ -61,6 +67,9 @@ pub struct Metrics {
     pub coalesced_updates: Counter,
     pub slow_consumer_closes: Counter,
     pub subscribe_requests: Family<OutcomeLabel, Counter>,
+    pub tcp_connections: Gauge,
+    pub refused_connections: Family<ScopeLabel, Counter>,
+    pub accept_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -94,6 +103,9 @@ impl Metrics {
             coalesced_updates: Counter::default(),
             slow_consumer_closes: Counter::default(),
             subscribe_requests: Family::default(),
+            tcp_connections: Gauge::default(),
+            refused_connections: Family::default(),
+            accept_errors: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -200,6 +212,21 @@ impl Metrics {
             "subscribe_requests",
             "POST /realtime/subscribe by outcome",
             metrics.subscribe_requests.clone(),
+        );
+        registry.register(
+            "tcp_connections",
+            "Open TCP connections, WebSockets included",
+            metrics.tcp_connections.clone(),
+        );
+        registry.register(
+            "refused_connections",
+            "TCP connections refused at accept by the connection limit of the server or of an address",
+            metrics.refused_connections.clone(),
+        );
+        registry.register(
+            "accept_errors",
+            "Failed accepts (EMFILE and the like back off for 100 ms)",
+            metrics.accept_errors.clone(),
         );
         Metrics {
             registry,

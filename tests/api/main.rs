@@ -3,6 +3,7 @@
 mod cli;
 mod counters;
 mod demo;
+mod edge;
 mod feed;
 mod frames;
 mod helpers;
