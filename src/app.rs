@@ -136,6 +136,12 @@ impl Application {
             matcher.clone(),
             scheduler.clone(),
             metrics.clone(),
+            crate::hub::HubLimits {
+                max_signatures: config.limits.max_signatures,
+                max_signatures_per_user: config.limits.max_signatures_per_user,
+                max_value_rows: config.limits.max_value_rows,
+                max_value_bytes: config.limits.max_value_bytes,
+            },
         ));
         let status = Arc::new(ListenerStatus::default());
         let shutdown = CancellationToken::new();

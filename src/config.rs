@@ -385,6 +385,35 @@ pub struct Settings {
         global = true
     )]
     pub max_connections_per_ip: usize,
+    /// Active signatures (distinct query + args) in all; a subscription that would create one
+    /// more gets a `too_many_signatures` error event (0: no limit).
+    #[arg(
+        long,
+        env = "STATGATE_MAX_SIGNATURES",
+        default_value_t = 100_000,
+        global = true
+    )]
+    pub max_signatures: usize,
+    /// Distinct signatures one user follows over all its sockets (0: no limit).
+    #[arg(
+        long,
+        env = "STATGATE_MAX_SIGNATURES_PER_USER",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub max_signatures_per_user: usize,
+    /// Rows of one computed value (a JSON array); a larger value is not stored or sent, and its
+    /// followers get a `value_too_large` error event (0: no limit).
+    #[arg(
+        long,
+        env = "STATGATE_MAX_VALUE_ROWS",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub max_value_rows: usize,
+    /// Bytes of one computed value's JSON, with the same effect as the row limit (0: no limit).
+    #[arg(long, env = "STATGATE_MAX_VALUE_BYTES", default_value_t = 64 * 1024, global = true)]
+    pub max_value_bytes: usize,
     /// Seconds to wait for sockets to drain on shutdown.
     #[arg(
         long,
@@ -536,6 +565,14 @@ pub struct Limits {
     pub max_connections: usize,
     /// Open TCP connections per peer address; zero: no limit.
     pub max_connections_per_ip: usize,
+    /// Active signatures in all; zero: no limit.
+    pub max_signatures: usize,
+    /// Distinct signatures one user follows over all its sockets; zero: no limit.
+    pub max_signatures_per_user: usize,
+    /// Rows of one value (a JSON array; other values are one row); zero: no limit.
+    pub max_value_rows: usize,
+    /// Bytes of one value's JSON; zero: no limit.
+    pub max_value_bytes: usize,
 }
 
 impl Settings {
@@ -637,6 +674,10 @@ impl Settings {
                 keep_alive_timeout: Duration::from_secs(self.keep_alive_timeout_secs),
                 max_connections: self.max_connections.unwrap_or_else(default_max_connections),
                 max_connections_per_ip,
+                max_signatures: self.max_signatures,
+                max_signatures_per_user: self.max_signatures_per_user,
+                max_value_rows: self.max_value_rows,
+                max_value_bytes: self.max_value_bytes,
             },
             pool_size: self.pool_size,
             statement_timeout: Duration::from_millis(self.statement_timeout_ms),
@@ -729,6 +770,10 @@ impl Config {
                 keep_alive_timeout: Duration::from_secs(5),
                 max_connections: 0,
                 max_connections_per_ip: 0,
+                max_signatures: 100_000,
+                max_signatures_per_user: 1000,
+                max_value_rows: 1000,
+                max_value_bytes: 64 * 1024,
             },
             pool_size: 8,
             statement_timeout: Duration::from_secs(5),

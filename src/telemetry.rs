@@ -33,7 +33,7 @@ pub struct OutcomeLabel {
     pub outcome: &'static str,
 }
 
-/// Which limit refused something: `server` (in all) or `address` (per peer address).
+/// Which limit refused something: `server` (in all), `address` (per peer address) or `user`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ScopeLabel {
     pub scope: &'static str,
@@ -70,6 +70,8 @@ pub struct Metrics {
     pub tcp_connections: Gauge,
     pub refused_connections: Family<ScopeLabel, Counter>,
     pub accept_errors: Counter,
+    pub values_too_large: Family<QueryLabel, Counter>,
+    pub refused_signatures: Family<ScopeLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -106,6 +108,8 @@ impl Metrics {
             tcp_connections: Gauge::default(),
             refused_connections: Family::default(),
             accept_errors: Counter::default(),
+            values_too_large: Family::default(),
+            refused_signatures: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -227,6 +231,16 @@ impl Metrics {
             "accept_errors",
             "Failed accepts (EMFILE and the like back off for 100 ms)",
             metrics.accept_errors.clone(),
+        );
+        registry.register(
+            "values_too_large",
+            "Computed values over STATGATE_MAX_VALUE_ROWS or STATGATE_MAX_VALUE_BYTES (not stored, not sent)",
+            metrics.values_too_large.clone(),
+        );
+        registry.register(
+            "refused_signatures",
+            "Subscriptions refused a new signature by the per-user or total signature limit",
+            metrics.refused_signatures.clone(),
         );
         Metrics {
             registry,

@@ -22,7 +22,8 @@ use super::{verify_subscription, VerifiedSubscription};
 use crate::app::AppState;
 use crate::auth::{now_secs, AuthError, Claims};
 use crate::http::error::ApiError;
-use crate::hub::{Hub, Outbox, Signature};
+use crate::hub::{Hub, Outbox, Signature, SignatureRefused};
+use crate::telemetry::ScopeLabel;
 
 /// How long a close frame may take to go out before the socket is simply dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -30,6 +31,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The socket's subscriptions; detaches them all when dropped.
 struct Subscriptions {
     hub: Arc<Hub>,
+    user: Arc<str>,
     socket: u64,
     by_signature: HashMap<Arc<str>, Arc<Signature>>,
 }
@@ -37,7 +39,7 @@ struct Subscriptions {
 impl Drop for Subscriptions {
     fn drop(&mut self) {
         for signature in self.by_signature.values() {
-            self.hub.detach(signature, self.socket);
+            self.hub.detach(&self.user, signature, self.socket);
         }
     }
 }
@@ -142,6 +144,7 @@ pub async fn run(
         outbox: Arc::new(Outbox::new()),
         subscriptions: Subscriptions {
             hub: state.hub.clone(),
+            user: Arc::from(claims.sub.as_str()),
             socket: socket_id,
             by_signature: HashMap::new(),
         },
@@ -153,7 +156,9 @@ pub async fn run(
         state,
     };
     if let Some(subscription) = initial {
-        connection.attach(subscription);
+        if let Some(signature) = connection.attach(&None, subscription) {
+            connection.notify_too_large(&signature);
+        }
     }
     connection.serve(socket).await;
 }
@@ -394,17 +399,25 @@ impl Connection {
         {
             return Some(Exit::Close(CloseReason::TooManySubscriptions));
         }
-        self.reply(protocol::subscribed(
-            id,
-            &subscription.query.name,
-            &subscription.signature,
-        ));
-        self.attach(subscription);
+        let query_name = subscription.query.name.clone();
+        let signature = subscription.signature.clone();
+        if let Some(attached) = self.attach(id, subscription) {
+            // Queued after the snapshot, but control frames are written first.
+            self.reply(protocol::subscribed(id, &query_name, &signature));
+            self.notify_too_large(&attached);
+        }
         None
     }
 
-    fn attach(&mut self, subscription: VerifiedSubscription) {
-        let signature = self.state.hub.attach(
+    /// Attaches a verified subscription, or tells the client why the hub refused it (a
+    /// `too_many_signatures` error; the socket and its other subscriptions stay).
+    fn attach(
+        &mut self,
+        id: &Option<Value>,
+        subscription: VerifiedSubscription,
+    ) -> Option<Arc<Signature>> {
+        let attached = self.state.hub.attach(
+            &self.user,
             &subscription.signature,
             &subscription.query,
             &subscription.args.values,
@@ -412,16 +425,48 @@ impl Connection {
             self.subscriptions.socket,
             &self.outbox,
         );
-        self.subscriptions
-            .by_signature
-            .insert(signature.signature.clone(), signature);
-        self.idle_since = None;
+        match attached {
+            Ok(signature) => {
+                self.subscriptions
+                    .by_signature
+                    .insert(signature.signature.clone(), signature.clone());
+                self.idle_since = None;
+                Some(signature)
+            }
+            Err(refused) => {
+                let scope = match refused {
+                    SignatureRefused::PerUser { .. } => "user",
+                    SignatureRefused::Total { .. } => "server",
+                };
+                self.state
+                    .metrics
+                    .refused_signatures
+                    .get_or_create(&ScopeLabel { scope })
+                    .inc();
+                self.reply(protocol::signature_error(
+                    id,
+                    "too_many_signatures",
+                    &subscription.signature,
+                    &refused.to_string(),
+                ));
+                None
+            }
+        }
+    }
+
+    /// A new follower of a signature whose latest value is over a limit learns it at once.
+    fn notify_too_large(&self, signature: &Signature) {
+        if let Some(notice) = signature.too_large_notice() {
+            self.reply(notice);
+        }
     }
 
     fn unsubscribe(&mut self, id: &Option<Value>, signature: &str) {
         match self.subscriptions.by_signature.remove(signature) {
             Some(existing) => {
-                self.state.hub.detach(&existing, self.subscriptions.socket);
+                self.state
+                    .hub
+                    .detach(&self.user, &existing, self.subscriptions.socket);
                 self.outbox.forget(existing.id);
                 if self.subscriptions.by_signature.is_empty() {
                     self.idle_since = Some(Instant::now());

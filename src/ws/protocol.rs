@@ -132,6 +132,22 @@ pub fn error(id: &Option<Value>, code: &str, message: &str) -> Utf8Bytes {
     )
 }
 
+/// An error about one subscription: like [`error`], naming its signature.
+pub fn signature_error(
+    id: &Option<Value>,
+    code: &str,
+    signature: &str,
+    message: &str,
+) -> Utf8Bytes {
+    event(
+        "error",
+        with_id(
+            json!({ "code": code, "signature": signature, "message": message }),
+            id,
+        ),
+    )
+}
+
 /// Why the server closes a socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {

@@ -1,5 +1,6 @@
 //! Black-box tests: the real gateway against a real PostgreSQL, over real HTTP and WebSockets.
 
+mod caps;
 mod cli;
 mod counters;
 mod demo;
