@@ -8,6 +8,13 @@ use statgate::db::{self, DatabaseHandle};
 use statgate::registry::Registry;
 use statgate::Application;
 
+/// jemalloc, with background threads that purge freed pages after its decay time (10 s), so
+/// the memory of a burst goes back to the system once the sockets that held it close, even
+/// while the gateway is idle. glibc's malloc kept it (docs/BENCHMARKS.md, "memory").
+#[cfg(all(unix, not(target_env = "musl")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     statgate::telemetry::init_logging();
