@@ -244,12 +244,12 @@ impl Application {
         } = self;
         let router = crate::http::router(state.clone());
         let grace = state.config.shutdown_grace;
-        crate::edge::Edge::new(&state.config.limits, state.metrics.clone())
+        let deadline = crate::edge::Edge::new(&state.config.limits, state.metrics.clone())
             .serve(tcp, router, state.shutdown.clone(), grace)
             .await;
         state.shutdown.cancel();
         state.sockets.close();
-        if tokio::time::timeout(grace, state.sockets.wait())
+        if tokio::time::timeout_at(deadline, state.sockets.wait())
             .await
             .is_err()
         {

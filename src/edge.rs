@@ -76,15 +76,16 @@ impl Edge {
         }
     }
 
-    /// Accepts and serves until `shutdown`, then waits up to `grace` for the HTTP connections
-    /// in progress (upgraded sockets are not waited for here).
+    /// Accepts and serves until `shutdown`, then waits until `grace` after it for the HTTP
+    /// connections in progress (upgraded sockets are not waited for here). Returns the
+    /// shutdown's deadline, which the caller's own draining shares.
     pub async fn serve(
         self,
         tcp: TcpListener,
         router: Router,
         shutdown: CancellationToken,
         grace: Duration,
-    ) {
+    ) -> Instant {
         let connections = TaskTracker::new();
         let mut failing = false;
         loop {
@@ -117,14 +118,16 @@ impl Edge {
             };
             connections.spawn(self.connection(held, peer, router.clone(), shutdown.clone()));
         }
+        let deadline = Instant::now() + grace;
         drop(tcp);
         connections.close();
-        if tokio::time::timeout(grace, connections.wait())
+        if tokio::time::timeout_at(deadline, connections.wait())
             .await
             .is_err()
         {
             tracing::warn!("some http connections did not finish before the deadline");
         }
+        deadline
     }
 
     /// Counts an accept error; backs off unless it concerned one connection only.
