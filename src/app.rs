@@ -123,7 +123,12 @@ impl Application {
             address: config.listen,
             source,
         })?;
-        tracing::info!(%address, queries = registry.len(), "statgate listening");
+        tracing::info!(
+            %address,
+            queries = registry.len(),
+            max_connections = config.limits.max_connections,
+            "statgate listening"
+        );
 
         let metrics = Arc::new(Metrics::new());
         let matcher = Arc::new(Matcher::new());
@@ -132,6 +137,12 @@ impl Application {
             matcher.clone(),
             scheduler.clone(),
             metrics.clone(),
+            crate::hub::HubLimits {
+                max_signatures: config.limits.max_signatures,
+                max_signatures_per_user: config.limits.max_signatures_per_user,
+                max_value_rows: config.limits.max_value_rows,
+                max_value_bytes: config.limits.max_value_bytes,
+            },
         ));
         let status = Arc::new(ListenerStatus::default());
         let shutdown = CancellationToken::new();
@@ -251,17 +262,13 @@ impl Application {
             tasks,
         } = self;
         let router = crate::http::router(state.clone());
-        let shutdown = state.shutdown.clone();
-        let served = axum::serve(
-            tcp,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
+        let grace = state.config.shutdown_grace;
+        let deadline = crate::edge::Edge::new(&state.config.limits, state.metrics.clone())
+            .serve(tcp, router, state.shutdown.clone(), grace)
+            .await;
         state.shutdown.cancel();
         state.sockets.close();
-        let grace = state.config.shutdown_grace;
-        if tokio::time::timeout(grace, state.sockets.wait())
+        if tokio::time::timeout_at(deadline, state.sockets.wait())
             .await
             .is_err()
         {
@@ -278,7 +285,7 @@ impl Application {
         state.read_pool.close().await;
         database.close().await;
         tracing::info!("statgate stopped");
-        served
+        Ok(())
     }
 }
 

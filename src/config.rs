@@ -76,6 +76,18 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "STATGATE_KEEP_ALIVE_TIMEOUT_SECS ({keep_alive}) exceeds STATGATE_HEADER_READ_TIMEOUT_SECS \
+         ({header_read}): the header timeout also runs while a connection waits for its next \
+         request, so it would close idle connections first"
+    )]
+    KeepAliveOverHeaderTimeout { keep_alive: u64, header_read: u64 },
+    #[error(
+        "STATGATE_MAX_CONNECTIONS_PER_IP ({connections}) must be above STATGATE_MAX_SOCKETS_PER_IP \
+         ({sockets}): every WebSocket is a TCP connection, and an address at its socket limit still \
+         needs connections for its subscribe requests (raise the first or lower the second)"
+    )]
+    ConnectionsBelowSockets { connections: usize, sockets: usize },
 }
 
 #[derive(Debug, Parser)]
@@ -422,6 +434,73 @@ pub struct Settings {
         global = true
     )]
     pub max_sockets_per_ip: usize,
+    /// Seconds a client has to send a whole request head (request line and headers), counted
+    /// from the moment the connection opens or its previous response was sent.
+    #[arg(
+        long,
+        env = "STATGATE_HEADER_READ_TIMEOUT_SECS",
+        default_value_t = 10,
+        global = true
+    )]
+    pub header_read_timeout_secs: u64,
+    /// Seconds one HTTP request may take, reading its body included (408 after).
+    #[arg(
+        long,
+        env = "STATGATE_REQUEST_TIMEOUT_SECS",
+        default_value_t = 10,
+        global = true
+    )]
+    pub request_timeout_secs: u64,
+    /// Seconds an idle keep-alive connection stays open between requests (0: no keep-alive).
+    #[arg(
+        long,
+        env = "STATGATE_KEEP_ALIVE_TIMEOUT_SECS",
+        default_value_t = 5,
+        global = true
+    )]
+    pub keep_alive_timeout_secs: u64,
+    /// Open TCP connections in all, WebSockets included (0: no limit; default: the open-files
+    /// limit minus 256 descriptors kept for the database, files and the listener).
+    #[arg(long, env = "STATGATE_MAX_CONNECTIONS", global = true)]
+    pub max_connections: Option<usize>,
+    /// Open TCP connections per peer address, WebSockets included (0: no limit). Not applied
+    /// with STATGATE_TRUST_FORWARDED_FOR, where every peer is the proxy.
+    #[arg(
+        long,
+        env = "STATGATE_MAX_CONNECTIONS_PER_IP",
+        default_value_t = 11_000,
+        global = true
+    )]
+    pub max_connections_per_ip: usize,
+    /// Active signatures (distinct query + args) in all; a subscription that would create one
+    /// more gets a `too_many_signatures` error event (0: no limit).
+    #[arg(
+        long,
+        env = "STATGATE_MAX_SIGNATURES",
+        default_value_t = 100_000,
+        global = true
+    )]
+    pub max_signatures: usize,
+    /// Distinct signatures one user follows over all its sockets (0: no limit).
+    #[arg(
+        long,
+        env = "STATGATE_MAX_SIGNATURES_PER_USER",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub max_signatures_per_user: usize,
+    /// Rows of one computed value (a JSON array); a larger value is not stored or sent, and its
+    /// followers get a `value_too_large` error event (0: no limit).
+    #[arg(
+        long,
+        env = "STATGATE_MAX_VALUE_ROWS",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub max_value_rows: usize,
+    /// Bytes of one computed value's JSON, with the same effect as the row limit (0: no limit).
+    #[arg(long, env = "STATGATE_MAX_VALUE_BYTES", default_value_t = 64 * 1024, global = true)]
+    pub max_value_bytes: usize,
     /// Seconds to wait for sockets to drain on shutdown.
     #[arg(
         long,
@@ -590,6 +669,24 @@ pub struct Limits {
     pub max_sockets_per_user: usize,
     pub max_sockets_per_ip: usize,
     pub slow_consumer: Duration,
+    /// Time to receive a request head, from accept or from the previous response.
+    pub header_read_timeout: Duration,
+    /// Time to answer one request, its body included.
+    pub request_timeout: Duration,
+    /// Zero: no keep-alive (one request per connection).
+    pub keep_alive_timeout: Duration,
+    /// Open TCP connections in all; zero: no limit.
+    pub max_connections: usize,
+    /// Open TCP connections per peer address; zero: no limit.
+    pub max_connections_per_ip: usize,
+    /// Active signatures in all; zero: no limit.
+    pub max_signatures: usize,
+    /// Distinct signatures one user follows over all its sockets; zero: no limit.
+    pub max_signatures_per_user: usize,
+    /// Rows of one value (a JSON array; other values are one row); zero: no limit.
+    pub max_value_rows: usize,
+    /// Bytes of one value's JSON; zero: no limit.
+    pub max_value_bytes: usize,
 }
 
 impl Settings {
@@ -648,6 +745,11 @@ impl Settings {
             ("STATGATE_POOL_SIZE", u64::from(self.pool_size)),
             ("STATGATE_FEED_POLL_MS", self.feed_poll_ms),
             ("STATGATE_JWKS_REFRESH_SECS", self.jwks_refresh_secs),
+            (
+                "STATGATE_HEADER_READ_TIMEOUT_SECS",
+                self.header_read_timeout_secs,
+            ),
+            ("STATGATE_REQUEST_TIMEOUT_SECS", self.request_timeout_secs),
         ] {
             if value == 0 {
                 return Err(ConfigError::NotPositive { name, value });
@@ -661,6 +763,28 @@ impl Settings {
         }
         if self.database_read_url.is_some() && self.database_url.is_none() {
             return Err(ConfigError::ReadUrlWithoutUrl);
+        }
+        if self.keep_alive_timeout_secs > self.header_read_timeout_secs {
+            return Err(ConfigError::KeepAliveOverHeaderTimeout {
+                keep_alive: self.keep_alive_timeout_secs,
+                header_read: self.header_read_timeout_secs,
+            });
+        }
+        // Behind a proxy every TCP peer is the proxy: a per-address connection count would
+        // count all clients as one.
+        let max_connections_per_ip = if self.trust_forwarded_for {
+            0
+        } else {
+            self.max_connections_per_ip
+        };
+        if max_connections_per_ip != 0
+            && self.max_sockets_per_ip != 0
+            && max_connections_per_ip <= self.max_sockets_per_ip
+        {
+            return Err(ConfigError::ConnectionsBelowSockets {
+                connections: max_connections_per_ip,
+                sockets: self.max_sockets_per_ip,
+            });
         }
         let demo_store = match (demo, &self.database_url) {
             (false, _) => None,
@@ -719,6 +843,15 @@ impl Settings {
                 max_sockets_per_user: self.max_sockets_per_user,
                 max_sockets_per_ip: self.max_sockets_per_ip,
                 slow_consumer: Duration::from_secs(self.slow_consumer_secs),
+                header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
+                request_timeout: Duration::from_secs(self.request_timeout_secs),
+                keep_alive_timeout: Duration::from_secs(self.keep_alive_timeout_secs),
+                max_connections: self.max_connections.unwrap_or_else(default_max_connections),
+                max_connections_per_ip,
+                max_signatures: self.max_signatures,
+                max_signatures_per_user: self.max_signatures_per_user,
+                max_value_rows: self.max_value_rows,
+                max_value_bytes: self.max_value_bytes,
             },
             pool_size: self.pool_size,
             statement_timeout: Duration::from_millis(self.statement_timeout_ms),
@@ -733,6 +866,20 @@ impl Settings {
             parity_sample_rate: self.parity_sample_rate,
         })
     }
+}
+
+/// Descriptors kept out of [`default_max_connections`]: the database pools, the LISTEN
+/// connection, the registry and log files, the listening socket.
+const RESERVED_DESCRIPTORS: u64 = 256;
+
+/// The process's open-files limit minus [`RESERVED_DESCRIPTORS`] (at least 64): past it,
+/// accepting would fail with EMFILE and take the descriptors the database needs.
+fn default_max_connections() -> usize {
+    let soft = rlimit::Resource::NOFILE
+        .get()
+        .map_or(1024, |(soft, _hard)| soft);
+    let usable = soft.saturating_sub(RESERVED_DESCRIPTORS).max(64);
+    usize::try_from(usable).unwrap_or(usize::MAX)
 }
 
 /// The secrets a setting lists, or `None` when it lists none (the caller decides whether that
@@ -830,6 +977,15 @@ impl Config {
                 max_sockets_per_user: 0,
                 max_sockets_per_ip: 0,
                 slow_consumer: Duration::from_secs(10),
+                header_read_timeout: Duration::from_secs(10),
+                request_timeout: Duration::from_secs(10),
+                keep_alive_timeout: Duration::from_secs(5),
+                max_connections: 0,
+                max_connections_per_ip: 0,
+                max_signatures: 100_000,
+                max_signatures_per_user: 1000,
+                max_value_rows: 1000,
+                max_value_bytes: 64 * 1024,
             },
             pool_size: 8,
             statement_timeout: Duration::from_secs(5),
@@ -1111,6 +1267,51 @@ mod tests {
         assert_eq!(config.change_feed, ChangeFeed::Table);
         assert_eq!(config.feed_poll, Duration::from_millis(25));
         assert!(Cli::try_parse_from(["statgate", "--change-feed", "kafka"]).is_err());
+    }
+
+    #[test]
+    fn the_edge_limits_are_consistent_or_refused() {
+        let config = settings(&[]).into_config().expect("defaults");
+        assert_eq!(config.limits.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(config.limits.keep_alive_timeout, Duration::from_secs(5));
+        assert_eq!(config.limits.max_connections_per_ip, 11_000);
+        assert!(config.limits.max_connections >= 64);
+        let err = settings(&["--keep-alive-timeout-secs", "30"])
+            .into_config()
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("STATGATE_HEADER_READ_TIMEOUT_SECS"),
+            "{err}"
+        );
+        let err = settings(&["--max-connections-per-ip", "500"])
+            .into_config()
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("STATGATE_MAX_SOCKETS_PER_IP (10000)"),
+            "{err}"
+        );
+        let config = settings(&[
+            "--max-connections-per-ip",
+            "500",
+            "--max-sockets-per-ip",
+            "400",
+        ])
+        .into_config()
+        .expect("consistent");
+        assert_eq!(config.limits.max_connections_per_ip, 500);
+        let config = settings(&["--trust-forwarded-for", "--max-connections", "0"])
+            .into_config()
+            .expect("behind a proxy");
+        assert_eq!(
+            config.limits.max_connections_per_ip, 0,
+            "the peer is the proxy"
+        );
+        assert_eq!(config.limits.max_connections, 0, "0 turns the total off");
+        assert!(settings(&["--header-read-timeout-secs", "0"])
+            .into_config()
+            .is_err());
     }
 
     #[test]

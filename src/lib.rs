@@ -13,6 +13,7 @@ pub mod config;
 pub mod counters;
 pub mod db;
 pub mod demo;
+pub mod edge;
 pub mod embedded;
 pub mod http;
 pub mod hub;

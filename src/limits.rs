@@ -1,7 +1,8 @@
 //! Limits that protect the gateway and the database from one noisy client:
-//! `POST /realtime/subscribe` per user and per IP address (SPEC §8: 429 with `Retry-After`; a
-//! batch of subscriptions costs its user one request per entry),
-//! and open WebSockets per user and per IP address (429 before the upgrade).
+//! `POST /realtime/subscribe` per user and per IP address (429 with `Retry-After`; a batch of
+//! subscriptions costs its user one request per entry), open WebSockets per user and per IP
+//! address (429 before the upgrade), and open TCP connections in all and per peer address
+//! ([`ConnectionLimits`], checked at accept time by `crate::edge`, before a byte is read).
 //!
 //! Token buckets (the `governor` crate, GCRA) keyed by user id and by peer address: each key
 //! may burst to twice its per-second rate (a page subscribing to a few dozen counters at load
@@ -162,6 +163,60 @@ impl Drop for SocketSlot {
     }
 }
 
+/// Open TCP connections, in all and per peer address; 0 means no limit. Every connection
+/// counts from accept to close, an upgraded WebSocket too (it is the same TCP connection).
+pub struct ConnectionLimits {
+    total: Option<Arc<tokio::sync::Semaphore>>,
+    per_ip: usize,
+    ips: DashMap<IpAddr, usize>,
+}
+
+/// One open TCP connection's place in the counts; dropping it gives the place back.
+pub struct ConnectionSlot {
+    limits: Arc<ConnectionLimits>,
+    ip: IpAddr,
+    _total: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl ConnectionLimits {
+    pub fn new(total: usize, per_ip: usize) -> Self {
+        ConnectionLimits {
+            total: (total > 0).then(|| Arc::new(tokio::sync::Semaphore::new(total))),
+            per_ip,
+            ips: DashMap::new(),
+        }
+    }
+
+    /// Takes a place for a connection from `ip`, or names the limit that is full (`"address"`
+    /// or `"server"`).
+    pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionSlot, &'static str> {
+        if !take(&self.ips, ip, self.per_ip) {
+            return Err("address");
+        }
+        let total = match &self.total {
+            Some(total) => match total.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    give_back(&self.ips, &ip);
+                    return Err("server");
+                }
+            },
+            None => None,
+        };
+        Ok(ConnectionSlot {
+            limits: self.clone(),
+            ip,
+            _total: total,
+        })
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        give_back(&self.limits.ips, &self.ip);
+    }
+}
+
 fn take<K: Eq + Hash>(counts: &DashMap<K, usize>, key: K, limit: usize) -> bool {
     let mut count = counts.entry(key).or_insert(0);
     if limit != 0 && *count >= limit {
@@ -253,6 +308,31 @@ mod tests {
         let over_burst = NonZeroU32::new(11).expect("non-zero");
         assert!(limits.check_user_n("u2", over_burst).is_err());
         assert_eq!(SubscribeLimits::new(0, 0).user_burst(), None);
+    }
+
+    #[test]
+    fn connection_places_are_counted_in_all_and_per_address_and_given_back() {
+        let limits = Arc::new(ConnectionLimits::new(3, 2));
+        let a = IpAddr::from([10, 0, 0, 1]);
+        let b = IpAddr::from([10, 0, 0, 2]);
+        let first = limits.acquire(a).expect("first");
+        let _second = limits.acquire(a).expect("second");
+        assert_eq!(limits.acquire(a).err(), Some("address"));
+        let _third = limits.acquire(b).expect("another address");
+        assert_eq!(limits.acquire(b).err(), Some("server"));
+        assert_eq!(
+            limits.ips.get(&b).map(|count| *count),
+            Some(1),
+            "a refusal by the total gives the address's place back"
+        );
+        drop(first);
+        assert!(
+            limits.acquire(b).is_ok(),
+            "a closed connection frees its place"
+        );
+        let unlimited = Arc::new(ConnectionLimits::new(0, 0));
+        let held: Vec<_> = (0..100).map(|_| unlimited.acquire(a)).collect();
+        assert!(held.iter().all(Result::is_ok), "0 means no limit");
     }
 
     #[test]

@@ -8,10 +8,18 @@ use statgate::db::{self, DatabaseHandle};
 use statgate::registry::Registry;
 use statgate::Application;
 
+/// jemalloc, with background threads that purge freed pages after its decay time (10 s), so
+/// the memory of a burst goes back to the system once the sockets that held it close, even
+/// while the gateway is idle. glibc's malloc kept it (docs/BENCHMARKS.md, "memory").
+#[cfg(all(unix, not(target_env = "musl")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     statgate::telemetry::init_logging(cli.settings.log_format, cli.settings.log.as_deref());
+    raise_open_files_limit();
     let command = cli.command.unwrap_or(Command::Serve);
     let config = match command {
         Command::Serve | Command::Token { .. } => cli.settings.into_config()?,
@@ -159,6 +167,14 @@ fn demo_banner(app: &Application, token: &str) -> String {
     }
     banner.push_str("  Ctrl-C to stop\n");
     banner
+}
+
+/// Raises the soft open-files limit to the hard one (systemd's default soft limit is 1,024):
+/// every socket is a descriptor, and `STATGATE_MAX_CONNECTIONS` defaults to this limit.
+fn raise_open_files_limit() {
+    if let Err(err) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!(error = %err, "cannot raise the open-files limit");
+    }
 }
 
 async fn wait_for_signal() {

@@ -347,14 +347,23 @@ impl Recompute {
         (!chosen.is_empty()).then_some((statement, chosen))
     }
 
+    /// Publishes a value. One over the value limits is parked: not retried on a timer, but
+    /// recomputed on the next change that touches it (its commit time is kept for the lag).
     fn deliver(&self, signature: &Signature, value: Value, since: Option<i64>) {
-        if let Published::Sent { .. } = self.hub.publish(signature, value) {
-            if let Some(since) = since {
-                let now = chrono::Utc::now().timestamp_micros();
-                self.metrics
-                    .push_lag
-                    .observe((now - since).max(0) as f64 / 1e6);
+        match self.hub.publish(signature, value) {
+            Published::Sent { .. } => {
+                if let Some(since) = since {
+                    let now = chrono::Utc::now().timestamp_micros();
+                    self.metrics
+                        .push_lag
+                        .observe((now - since).max(0) as f64 / 1e6);
+                }
             }
+            Published::TooLarge(too_large) => {
+                signature.restore_pending_since(since);
+                tracing::warn!(signature = %signature.signature, reason = %too_large, "value over the limit, not sent");
+            }
+            Published::Unchanged => {}
         }
     }
 

@@ -56,6 +56,12 @@ pub struct OutcomeLabel {
     pub outcome: &'static str,
 }
 
+/// Which limit refused something: `server` (in all), `address` (per peer address) or `user`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScopeLabel {
+    pub scope: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
@@ -86,6 +92,11 @@ pub struct Metrics {
     pub coalesced_updates: Counter,
     pub slow_consumer_closes: Counter,
     pub subscribe_requests: Family<OutcomeLabel, Counter>,
+    pub tcp_connections: Gauge,
+    pub refused_connections: Family<ScopeLabel, Counter>,
+    pub accept_errors: Counter,
+    pub values_too_large: Family<QueryLabel, Counter>,
+    pub refused_signatures: Family<ScopeLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -121,6 +132,11 @@ impl Metrics {
             coalesced_updates: Counter::default(),
             slow_consumer_closes: Counter::default(),
             subscribe_requests: Family::default(),
+            tcp_connections: Gauge::default(),
+            refused_connections: Family::default(),
+            accept_errors: Counter::default(),
+            values_too_large: Family::default(),
+            refused_signatures: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -237,6 +253,31 @@ impl Metrics {
             "subscribe_requests",
             "Subscriptions asked for over HTTP (POST /realtime/subscribe, and each entry of /realtime/subscribe/batch) by outcome",
             metrics.subscribe_requests.clone(),
+        );
+        registry.register(
+            "tcp_connections",
+            "Open TCP connections, WebSockets included",
+            metrics.tcp_connections.clone(),
+        );
+        registry.register(
+            "refused_connections",
+            "TCP connections refused at accept by the connection limit of the server or of an address",
+            metrics.refused_connections.clone(),
+        );
+        registry.register(
+            "accept_errors",
+            "Failed accepts (EMFILE and the like back off for 100 ms)",
+            metrics.accept_errors.clone(),
+        );
+        registry.register(
+            "values_too_large",
+            "Computed values over STATGATE_MAX_VALUE_ROWS or STATGATE_MAX_VALUE_BYTES (not stored, not sent)",
+            metrics.values_too_large.clone(),
+        );
+        registry.register(
+            "refused_signatures",
+            "Subscriptions refused a new signature by the per-user or total signature limit",
+            metrics.refused_signatures.clone(),
         );
         Metrics {
             registry,

@@ -360,6 +360,8 @@ pub async fn recompute_calls(db: &PgPool) -> Option<f64> {
 #[derive(Debug, Clone, Copy)]
 pub struct ProcessReading {
     pub rss_bytes: u64,
+    /// The highest RSS of the process so far (`VmHWM`).
+    pub peak_rss_bytes: u64,
     pub cpu_seconds: f64,
     pub at: Instant,
 }
@@ -367,13 +369,17 @@ pub struct ProcessReading {
 impl ProcessReading {
     pub fn read(pid: u32) -> Option<Self> {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let rss_kib: u64 = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()?;
+        let kib = |field: &str| -> Option<u64> {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(field))?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        };
+        let rss_kib = kib("VmRSS:")?;
+        let peak_kib = kib("VmHWM:").unwrap_or(rss_kib);
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // Fields after the command name (which may hold spaces) start after the last ')'.
         let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
@@ -382,6 +388,7 @@ impl ProcessReading {
         let ticks = 100.0; // USER_HZ on Linux
         Some(ProcessReading {
             rss_bytes: rss_kib * 1024,
+            peak_rss_bytes: peak_kib * 1024,
             cpu_seconds: (utime + stime) / ticks,
             at: Instant::now(),
         })

@@ -12,6 +12,7 @@ pub mod clients;
 pub mod fanout;
 pub mod floor;
 pub mod idle;
+pub mod memory;
 pub mod report;
 pub mod spread;
 pub mod storm;
@@ -98,6 +99,9 @@ pub enum Mode {
     Spread(spread::SpreadArgs),
     /// Hold N sockets for T seconds; gateway RSS per socket and CPU.
     Idle(idle::IdleArgs),
+    /// One user subscribes to many large values, then closes: gateway RSS held, at peak, and
+    /// after the close.
+    Memory(memory::MemoryArgs),
     /// POST /realtime/subscribe at a given concurrency; requests/s and latency.
     Subscribe(subscribe::SubscribeArgs),
     /// N clients drop and resubscribe at once; time until all hold current values.
@@ -115,6 +119,7 @@ impl Mode {
             Mode::Fanout(_) => "fanout",
             Mode::Spread(_) => "spread",
             Mode::Idle(_) => "idle",
+            Mode::Memory(_) => "memory",
             Mode::Subscribe(_) => "subscribe",
             Mode::ReconnectStorm(_) => "reconnect-storm",
             Mode::Floor(_) => "floor",
@@ -131,6 +136,7 @@ pub async fn run(cli: BenchCli) -> Result<Report, BenchError> {
         Mode::Fanout(args) => fanout::run(&target, args).await,
         Mode::Spread(args) => spread::run(&target, args).await,
         Mode::Idle(args) => idle::run(&target, args).await,
+        Mode::Memory(args) => memory::run(&target, args).await,
         Mode::Subscribe(args) => subscribe::run(&target, args).await,
         Mode::ReconnectStorm(args) => storm::run(&target, args).await,
         Mode::Floor(args) => floor::run(&target, args).await,

@@ -49,6 +49,12 @@ pub enum ApiError {
     },
     #[error("too many open sockets for this {scope}: close one first")]
     TooManySockets { scope: &'static str },
+    /// Refused at accept time: the TCP connection limit of the server or of the client's
+    /// address is reached ([`refusal`] writes it, then the connection is closed).
+    #[error("too many open connections for this {scope}: retry shortly")]
+    TooManyConnections { scope: &'static str },
+    #[error("the request did not complete within {} s (STATGATE_REQUEST_TIMEOUT_SECS)", .limit.as_secs())]
+    RequestTimeout { limit: std::time::Duration },
     #[error("not ready: {0}")]
     NotReady(String),
     #[error("internal error")]
@@ -95,7 +101,10 @@ impl ApiError {
             ApiError::RateLimited { .. } | ApiError::TooManySockets { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotReady(_) | ApiError::TooManyConnections { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -116,6 +125,8 @@ impl ApiError {
             ApiError::NotFound(_) | ApiError::Missing(_) => "not_found",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::TooManySockets { .. } => "too_many_sockets",
+            ApiError::TooManyConnections { .. } => "too_many_connections",
+            ApiError::RequestTimeout { .. } => "request_timeout",
             ApiError::NotReady(_) => "not_ready",
             ApiError::Internal(_) => "internal",
         }
@@ -143,13 +154,36 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The whole JSON body of an error response: `{"error": …}`.
+    fn envelope(&self) -> Value {
+        json!({ "error": self.body() })
+    }
+}
+
+/// The bytes of a whole HTTP/1.1 response for a connection refused before its request was
+/// read (`crate::edge` writes them once, without waiting, and closes): the same JSON body as
+/// any error, `Connection: close`, and `Retry-After: 1` (a place frees as soon as any
+/// connection closes).
+pub fn refusal(err: &ApiError) -> Vec<u8> {
+    let body = err.envelope().to_string();
+    let status = err.status();
+    format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         connection: close\r\nretry-after: 1\r\n\r\n{body}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len(),
+    )
+    .into_bytes()
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let ApiError::Internal(cause) = &self {
             tracing::error!(error = %cause, "request failed");
         }
-        let body = json!({ "error": self.body() });
-        let mut response = (self.status(), axum::Json(body)).into_response();
+        let mut response = (self.status(), axum::Json(self.envelope())).into_response();
         if let ApiError::RateLimited { retry_after, .. } = &self {
             response.headers_mut().insert(
                 header::RETRY_AFTER,

@@ -7,8 +7,9 @@ mod subscribe;
 
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, Uri};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -19,6 +20,7 @@ use error::ApiError;
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.limits.max_body_bytes;
+    let request_timeout = state.config.limits.request_timeout;
     let mut router = Router::new()
         .route("/realtime/subscribe", post(subscribe::subscribe))
         .route(
@@ -37,7 +39,22 @@ pub fn router(state: AppState) -> Router {
     router
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            request_timeout,
+            time_limit,
+        ))
         .with_state(state)
+}
+
+/// Bounds every request, reading its body included (a body dribbled a byte at a time would
+/// otherwise hold its connection for as long as the client likes): 408 `request_timeout` after
+/// `STATGATE_REQUEST_TIMEOUT_SECS`, and the connection closes since its body was not read to
+/// the end. A WebSocket upgrade's request ends with its 101: the socket lives on outside.
+async fn time_limit(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::RequestTimeout { limit }.into_response(),
+    }
 }
 
 async fn healthz() -> Json<serde_json::Value> {

@@ -1,24 +1,35 @@
 //! The hub: active signatures, who follows them, and fan-out of new values.
 //!
 //! One [`Signature`] exists per distinct `<query>::<args>` with at least one subscriber. It
-//! holds the last value sent and the outboxes of the sockets following it. A new value is
+//! holds the last frame sent and the outboxes of the sockets following it. A new value is
 //! serialised once and the same bytes are queued to every outbox; an unchanged value is not
 //! sent at all. Attaching the first subscriber registers the signature in the matcher *before*
 //! its first computation is scheduled, so no change can slip between the two (SPEC §6).
 //!
-//! Locks here are short and synchronous; nothing awaits while holding one.
+//! Memory is bounded here ([`HubLimits`]): a signature keeps only the frame it last sent (new
+//! subscribers need it as their snapshot) and a SHA-256 of the value's JSON to recognise an
+//! unchanged value, not the parsed value as well; a value over the row or byte limit is not
+//! stored or sent (its followers get a `value_too_large` error until a change brings it back
+//! within the limits); and new signatures are refused past a total and per-user count (a
+//! user's count is the distinct signatures it follows over all its sockets; following a
+//! signature already active costs no new signature of the total).
+//!
+//! Locks here are short and synchronous; nothing awaits while holding one. Lock order: a
+//! user's entry, then a name's entry, then a signature's state.
 
 pub mod outbox;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::extract::ws::Utf8Bytes;
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 pub use outbox::Outbox;
 
@@ -43,12 +54,19 @@ pub struct Signature {
 struct SignatureState {
     subscribers: HashMap<u64, Arc<Outbox>>,
     current: Option<Current>,
+    /// The last version sent (0: none yet); versions only grow, even across a value that
+    /// was too large.
+    version: u64,
+    /// The `value_too_large` error event while the latest value is over a limit (new
+    /// subscribers get it instead of a stale snapshot).
+    too_large: Option<Utf8Bytes>,
     failures: u32,
 }
 
+/// The value last sent: its frame (the snapshot for new subscribers) and the SHA-256 of its
+/// JSON (to recognise an unchanged value without keeping the value itself).
 struct Current {
-    value: Value,
-    version: u64,
+    hash: [u8; 32],
     frame: Utf8Bytes,
 }
 
@@ -63,7 +81,7 @@ struct UpdateFrame<'a> {
 struct UpdatePayload<'a> {
     query_name: &'a str,
     signature: &'a str,
-    data: &'a Value,
+    data: &'a RawValue,
     version: u64,
 }
 
@@ -97,6 +115,12 @@ impl Signature {
         self.lock().subscribers.len()
     }
 
+    /// The `value_too_large` error event while the latest value is over a limit: a new
+    /// subscriber gets it in place of a snapshot.
+    pub fn too_large_notice(&self) -> Option<Utf8Bytes> {
+        self.lock().too_large.clone()
+    }
+
     /// True once a value was published (the first computation has happened).
     pub fn has_value(&self) -> bool {
         self.lock().current.is_some()
@@ -112,32 +136,127 @@ pub enum Published {
         sockets: usize,
     },
     Unchanged,
+    /// Over a [`HubLimits`] limit: not stored, not sent; the followers were told.
+    TooLarge(ValueTooLarge),
+}
+
+/// Why a value was not sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ValueTooLarge {
+    #[error("the value has {rows} rows, over the limit of {limit} (STATGATE_MAX_VALUE_ROWS)")]
+    Rows { rows: usize, limit: usize },
+    #[error(
+        "the value is {bytes} bytes of JSON, over the limit of {limit} (STATGATE_MAX_VALUE_BYTES)"
+    )]
+    Bytes { bytes: usize, limit: usize },
+}
+
+/// Why a subscription was refused a new signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureRefused {
+    #[error("this user follows {limit} signatures, the limit (STATGATE_MAX_SIGNATURES_PER_USER): unsubscribe from one first")]
+    PerUser { limit: usize },
+    #[error("the server holds {limit} signatures, the limit (STATGATE_MAX_SIGNATURES): only values someone already follows can be subscribed to now")]
+    Total { limit: usize },
+}
+
+/// What the hub may hold; 0 means no limit.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HubLimits {
+    pub max_signatures: usize,
+    pub max_signatures_per_user: usize,
+    /// Rows of a value that is a JSON array (any other value is one row).
+    pub max_value_rows: usize,
+    /// Bytes of a value's JSON.
+    pub max_value_bytes: usize,
+}
+
+impl HubLimits {
+    /// Checks a value's rows, then serialises it once and checks its bytes.
+    fn admit(&self, value: &Value) -> Result<Box<RawValue>, ValueTooLarge> {
+        let rows = value.as_array().map_or(1, Vec::len);
+        if self.max_value_rows != 0 && rows > self.max_value_rows {
+            return Err(ValueTooLarge::Rows {
+                rows,
+                limit: self.max_value_rows,
+            });
+        }
+        // A `Value` always serialises (its keys are strings); the default is `null`.
+        let data = serde_json::value::to_raw_value(value).unwrap_or_default();
+        let bytes = data.get().len();
+        if self.max_value_bytes != 0 && bytes > self.max_value_bytes {
+            return Err(ValueTooLarge::Bytes {
+                bytes,
+                limit: self.max_value_bytes,
+            });
+        }
+        Ok(data)
+    }
 }
 
 pub struct Hub {
     by_name: DashMap<Arc<str>, Arc<Signature>>,
     by_id: DashMap<u64, Arc<Signature>>,
+    /// Per user: the signatures it follows, with the number of its sockets following each.
+    by_user: DashMap<Arc<str>, HashMap<u64, usize>>,
+    /// Signatures counted against `limits.max_signatures` (taken before a signature exists).
+    signature_places: AtomicUsize,
     next_id: AtomicU64,
+    limits: HubLimits,
     matcher: Arc<Matcher>,
     scheduler: Arc<Scheduler>,
     metrics: Arc<Metrics>,
 }
 
 impl Hub {
-    pub fn new(matcher: Arc<Matcher>, scheduler: Arc<Scheduler>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        matcher: Arc<Matcher>,
+        scheduler: Arc<Scheduler>,
+        metrics: Arc<Metrics>,
+        limits: HubLimits,
+    ) -> Self {
         Hub {
             by_name: DashMap::new(),
             by_id: DashMap::new(),
+            by_user: DashMap::new(),
+            signature_places: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
+            limits,
             matcher,
             scheduler,
             metrics,
         }
     }
 
-    /// Adds a socket to a signature, creating and scheduling the signature if it is new. If a
+    /// Adds `user`'s socket to a signature, creating and scheduling the signature if it is
+    /// new, unless that would take the user or the server past its signature limit. If a
     /// value is already known, it is queued to the socket at once (the snapshot).
+    #[allow(clippy::too_many_arguments)]
     pub fn attach(
+        &self,
+        user: &str,
+        name: &str,
+        query: &Arc<Query>,
+        args: &serde_json::Map<String, Value>,
+        args_json: &str,
+        socket: u64,
+        outbox: &Arc<Outbox>,
+    ) -> Result<Arc<Signature>, SignatureRefused> {
+        // Held until the socket is attached, so that two sockets of one user cannot both take
+        // its last place.
+        let mut followed = self.by_user.entry(Arc::from(user)).or_default();
+        let known = self.by_name.get(name).map(|entry| entry.id);
+        let already_followed = known.is_some_and(|id| followed.contains_key(&id));
+        let per_user = self.limits.max_signatures_per_user;
+        if !already_followed && per_user != 0 && followed.len() >= per_user {
+            return Err(SignatureRefused::PerUser { limit: per_user });
+        }
+        let signature = self.attach_socket(name, query, args, args_json, socket, outbox)?;
+        *followed.entry(signature.id).or_insert(0) += 1;
+        Ok(signature)
+    }
+
+    fn attach_socket(
         &self,
         name: &str,
         query: &Arc<Query>,
@@ -145,10 +264,10 @@ impl Hub {
         args_json: &str,
         socket: u64,
         outbox: &Arc<Outbox>,
-    ) -> Arc<Signature> {
-        self.metrics.subscriptions.inc();
+    ) -> Result<Arc<Signature>, SignatureRefused> {
         match self.by_name.entry(Arc::from(name)) {
             Entry::Occupied(existing) => {
+                self.metrics.subscriptions.inc();
                 let signature = existing.get().clone();
                 let mut state = signature.lock();
                 state.subscribers.insert(socket, outbox.clone());
@@ -157,9 +276,15 @@ impl Hub {
                     self.metrics.pushes.inc();
                 }
                 drop(state);
-                signature
+                Ok(signature)
             }
             Entry::Vacant(vacant) => {
+                let total = self.limits.max_signatures;
+                if self.signature_places.fetch_add(1, Ordering::Relaxed) >= total && total != 0 {
+                    self.signature_places.fetch_sub(1, Ordering::Relaxed);
+                    return Err(SignatureRefused::Total { limit: total });
+                }
+                self.metrics.subscriptions.inc();
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);
                 let mut state = SignatureState::default();
                 state.subscribers.insert(socket, outbox.clone());
@@ -176,13 +301,27 @@ impl Hub {
                 vacant.insert(signature.clone());
                 self.metrics.signatures.inc();
                 self.scheduler.mark_due([id]);
-                signature
+                Ok(signature)
             }
         }
     }
 
-    /// Removes a socket from a signature; the last one out removes the signature.
-    pub fn detach(&self, signature: &Signature, socket: u64) {
+    /// Removes `user`'s socket from a signature; the last one out removes the signature.
+    pub fn detach(&self, user: &str, signature: &Signature, socket: u64) {
+        self.detach_socket(signature, socket);
+        if let Some(mut followed) = self.by_user.get_mut(user) {
+            if let Some(sockets) = followed.get_mut(&signature.id) {
+                *sockets = sockets.saturating_sub(1);
+                if *sockets == 0 {
+                    followed.remove(&signature.id);
+                }
+            }
+        }
+        self.by_user
+            .remove_if(user, |_, followed| followed.is_empty());
+    }
+
+    fn detach_socket(&self, signature: &Signature, socket: u64) {
         let mut was_subscribed = false;
         let removed = self.by_name.remove_if(&signature.signature, |_, current| {
             if current.id != signature.id {
@@ -199,6 +338,7 @@ impl Hub {
             self.by_id.remove(&gone.id);
             self.matcher.remove(gone.id);
             self.metrics.signatures.dec();
+            self.signature_places.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -218,27 +358,32 @@ impl Hub {
         self.by_id.is_empty()
     }
 
-    /// Sends a computed value to every follower if it differs from the last one sent.
+    /// Sends a computed value to every follower if it differs from the last one sent, and if
+    /// it is within the value limits.
     pub fn publish(&self, signature: &Signature, value: Value) -> Published {
+        let admitted = self.limits.admit(&value);
+        drop(value);
         let mut state = signature.lock();
         state.failures = 0;
+        let data = match admitted {
+            Ok(data) => data,
+            Err(too_large) => return self.refuse_value(signature, &mut state, too_large),
+        };
+        let hash: [u8; 32] = Sha256::digest(data.get().as_bytes()).into();
         if state
             .current
             .as_ref()
-            .is_some_and(|current| current.value == value)
+            .is_some_and(|current| current.hash == hash)
         {
             return Published::Unchanged;
         }
-        let version = state
-            .current
-            .as_ref()
-            .map_or(1, |current| current.version + 1);
+        let version = state.version + 1;
         let frame = UpdateFrame {
             event: "query:update",
             payload: UpdatePayload {
                 query_name: &signature.query.name,
                 signature: &signature.signature,
-                data: &value,
+                data: &data,
                 version,
             },
         };
@@ -250,12 +395,42 @@ impl Hub {
         }
         let sockets = state.subscribers.len();
         self.metrics.pushes.inc_by(sockets as u64);
-        state.current = Some(Current {
-            value,
-            version,
-            frame,
-        });
+        state.current = Some(Current { hash, frame });
+        state.version = version;
+        state.too_large = None;
         Published::Sent { version, sockets }
+    }
+
+    /// Forgets the last value of a signature whose new value is over a limit, and tells its
+    /// followers once (until a value fits again).
+    fn refuse_value(
+        &self,
+        signature: &Signature,
+        state: &mut SignatureState,
+        too_large: ValueTooLarge,
+    ) -> Published {
+        self.metrics
+            .values_too_large
+            .get_or_create(&self.metrics.query(&signature.query.name))
+            .inc();
+        state.current = None;
+        if state.too_large.is_none() {
+            let frame = serde_json::json!({
+                "event": "error",
+                "payload": {
+                    "code": "value_too_large",
+                    "signature": &*signature.signature,
+                    "message": format!("{too_large}: it is not sent until a change brings it within the limit"),
+                }
+            });
+            let frame = Utf8Bytes::from(frame.to_string());
+            for outbox in state.subscribers.values() {
+                outbox.forget(signature.id);
+                outbox.push_control(frame.clone());
+            }
+            state.too_large = Some(frame);
+        }
+        Published::TooLarge(too_large)
     }
 
     /// Counts a failed recompute; returns the number of consecutive failures. From `notify_after`

@@ -22,7 +22,8 @@ use super::{verify_subscription, VerifiedSubscription};
 use crate::app::AppState;
 use crate::auth::{now_secs, AuthError, Claims};
 use crate::http::error::ApiError;
-use crate::hub::{Hub, Outbox, Signature};
+use crate::hub::{Hub, Outbox, Signature, SignatureRefused};
+use crate::telemetry::ScopeLabel;
 
 /// How long a close frame may take to go out before the socket is simply dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -30,6 +31,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The socket's subscriptions; detaches them all when dropped.
 struct Subscriptions {
     hub: Arc<Hub>,
+    user: Arc<str>,
     socket: u64,
     by_signature: HashMap<Arc<str>, Arc<Signature>>,
 }
@@ -37,7 +39,7 @@ struct Subscriptions {
 impl Drop for Subscriptions {
     fn drop(&mut self) {
         for signature in self.by_signature.values() {
-            self.hub.detach(signature, self.socket);
+            self.hub.detach(&self.user, signature, self.socket);
         }
     }
 }
@@ -57,6 +59,40 @@ impl Drop for Counted {
     fn drop(&mut self) {
         self.0.connections.dec();
     }
+}
+
+/// Reads and discards what the client still sends until it answers our close frame or goes,
+/// for at most [`CLOSE_TIMEOUT`]. Closing a TCP connection with unread bytes in its receive
+/// buffer resets it, and the reset can destroy the close frame before the client reads it (a
+/// client flooding Pings would never learn why it was cut off).
+async fn drain_until_closed(socket: &mut WebSocket) {
+    let drain = async {
+        while let Some(Ok(message)) = socket.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, drain).await;
+}
+
+/// True for the frame errors a client caused by breaking RFC 6455; false for a connection
+/// that was reset or closed, where no close frame can reach anyone.
+fn is_client_violation(violation: &tungstenite::error::ProtocolError) -> bool {
+    use tungstenite::error::ProtocolError as P;
+    matches!(
+        violation,
+        P::NonZeroReservedBits
+            | P::UnmaskedFrameFromClient
+            | P::FragmentedControlFrame
+            | P::ControlFrameTooBig
+            | P::UnknownControlFrameType(_)
+            | P::UnknownDataFrameType(_)
+            | P::UnexpectedContinueFrame
+            | P::ExpectedFragment(_)
+            | P::InvalidOpcode(_)
+            | P::InvalidCloseSequence
+    )
 }
 
 /// A JWT may say it expires in centuries; timers need not look further than a year.
@@ -110,6 +146,7 @@ pub async fn run(
         outbox: Arc::new(Outbox::new()),
         subscriptions: Subscriptions {
             hub: state.hub.clone(),
+            user: Arc::from(claims.user.as_str()),
             socket: socket_id,
             by_signature: HashMap::new(),
         },
@@ -121,7 +158,9 @@ pub async fn run(
         state,
     };
     if let Some(subscription) = initial {
-        connection.attach(subscription);
+        if let Some(signature) = connection.attach(&None, subscription) {
+            connection.notify_too_large(&signature);
+        }
     }
     connection.serve(socket).await;
 }
@@ -142,7 +181,9 @@ impl Connection {
             } else {
                 CLOSE_TIMEOUT
             };
-            let _ = tokio::time::timeout(timeout, socket.send(close)).await;
+            if let Ok(Ok(())) = tokio::time::timeout(timeout, socket.send(close)).await {
+                drain_until_closed(&mut socket).await;
+            }
         }
         exit
     }
@@ -260,20 +301,29 @@ impl Connection {
         }
     }
 
+    /// The close a broken client frame calls for (RFC 6455 §7.4.1: 1007 for a text frame that
+    /// is not UTF-8, 1002 for a frame the protocol forbids), or none when the transport itself
+    /// failed and there is no one left to tell.
     fn on_transport_error(&self, err: &axum::Error) -> Exit {
-        let too_large = std::error::Error::source(err)
+        let Some(err) = std::error::Error::source(err)
             .and_then(|source| source.downcast_ref::<tungstenite::Error>())
-            .is_some_and(|err| matches!(err, tungstenite::Error::Capacity(_)));
-        if too_large {
-            Exit::Close(CloseReason::FrameTooLarge)
-        } else {
-            Exit::Gone
+        else {
+            return Exit::Gone;
+        };
+        match err {
+            tungstenite::Error::Capacity(_) => Exit::Close(CloseReason::FrameTooLarge),
+            tungstenite::Error::Utf8(_) => Exit::Close(CloseReason::InvalidUtf8),
+            tungstenite::Error::Protocol(violation) if is_client_violation(violation) => {
+                Exit::Close(CloseReason::ProtocolViolation)
+            }
+            _ => Exit::Gone,
         }
     }
 
-    /// Handles one client message; returns an exit when the connection must end.
+    /// Handles one client message; returns an exit when the connection must end. Every frame
+    /// counts toward the message rate, control frames too: a Ping costs the server a Pong.
     fn on_message(&mut self, message: Message) -> Option<Exit> {
-        if !matches!(message, Message::Pong(_) | Message::Ping(_)) && !self.within_rate() {
+        if !self.within_rate() {
             return Some(Exit::Close(CloseReason::RateLimited));
         }
         match message {
@@ -351,17 +401,25 @@ impl Connection {
         {
             return Some(Exit::Close(CloseReason::TooManySubscriptions));
         }
-        self.reply(protocol::subscribed(
-            id,
-            &subscription.query.name,
-            &subscription.signature,
-        ));
-        self.attach(subscription);
+        let query_name = subscription.query.name.clone();
+        let signature = subscription.signature.clone();
+        if let Some(attached) = self.attach(id, subscription) {
+            // Queued after the snapshot, but control frames are written first.
+            self.reply(protocol::subscribed(id, &query_name, &signature));
+            self.notify_too_large(&attached);
+        }
         None
     }
 
-    fn attach(&mut self, subscription: VerifiedSubscription) {
-        let signature = self.state.hub.attach(
+    /// Attaches a verified subscription, or tells the client why the hub refused it (a
+    /// `too_many_signatures` error; the socket and its other subscriptions stay).
+    fn attach(
+        &mut self,
+        id: &Option<Value>,
+        subscription: VerifiedSubscription,
+    ) -> Option<Arc<Signature>> {
+        let attached = self.state.hub.attach(
+            &self.subscriptions.user,
             &subscription.signature,
             &subscription.query,
             &subscription.args.values,
@@ -369,10 +427,40 @@ impl Connection {
             self.subscriptions.socket,
             &self.outbox,
         );
-        self.subscriptions
-            .by_signature
-            .insert(signature.signature.clone(), signature);
-        self.idle_since = None;
+        match attached {
+            Ok(signature) => {
+                self.subscriptions
+                    .by_signature
+                    .insert(signature.signature.clone(), signature.clone());
+                self.idle_since = None;
+                Some(signature)
+            }
+            Err(refused) => {
+                let scope = match refused {
+                    SignatureRefused::PerUser { .. } => "user",
+                    SignatureRefused::Total { .. } => "server",
+                };
+                self.state
+                    .metrics
+                    .refused_signatures
+                    .get_or_create(&ScopeLabel { scope })
+                    .inc();
+                self.reply(protocol::signature_error(
+                    id,
+                    "too_many_signatures",
+                    &subscription.signature,
+                    &refused.to_string(),
+                ));
+                None
+            }
+        }
+    }
+
+    /// A new follower of a signature whose latest value is over a limit learns it at once.
+    fn notify_too_large(&self, signature: &Signature) {
+        if let Some(notice) = signature.too_large_notice() {
+            self.reply(notice);
+        }
     }
 
     fn unsubscribe(&mut self, id: &Option<Value>, signature: &str) {
@@ -393,7 +481,11 @@ impl Connection {
         let Some(existing) = self.subscriptions.by_signature.remove(signature) else {
             return false;
         };
-        self.state.hub.detach(&existing, self.subscriptions.socket);
+        self.state.hub.detach(
+            &self.subscriptions.user,
+            &existing,
+            self.subscriptions.socket,
+        );
         self.outbox.forget(existing.id);
         if self.subscriptions.by_signature.is_empty() {
             self.idle_since = Some(Instant::now());

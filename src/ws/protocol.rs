@@ -140,6 +140,22 @@ pub fn subscription_error(signature: &str, code: &str, message: &str) -> Utf8Byt
     )
 }
 
+/// An error about one subscription: like [`error`], naming its signature.
+pub fn signature_error(
+    id: &Option<Value>,
+    code: &str,
+    signature: &str,
+    message: &str,
+) -> Utf8Bytes {
+    event(
+        "error",
+        with_id(
+            json!({ "code": code, "signature": signature, "message": message }),
+            id,
+        ),
+    )
+}
+
 /// Why the server closes a socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
@@ -152,6 +168,11 @@ pub enum CloseReason {
     TooManyReplies,
     SlowConsumer,
     Idle,
+    /// A text frame (or a close reason) that is not UTF-8.
+    InvalidUtf8,
+    /// A frame RFC 6455 forbids from a client: unmasked, an unknown opcode, reserved bits
+    /// set, a fragmented or oversized control frame, a stray continuation.
+    ProtocolViolation,
 }
 
 /// The close code and reason of each [`CloseReason`], in one place (SPEC §5).
@@ -166,6 +187,8 @@ pub fn close_frame(reason: CloseReason) -> CloseFrame {
         CloseReason::TooManyReplies => (4008, "too many unread replies"),
         CloseReason::SlowConsumer => (4009, "slow consumer: the socket could not drain its outbox"),
         CloseReason::Idle => (4008, "idle: no subscription within the idle timeout"),
+        CloseReason::InvalidUtf8 => (1007, "invalid UTF-8 in a text frame"),
+        CloseReason::ProtocolViolation => (1002, "WebSocket protocol violation"),
     };
     CloseFrame {
         code,

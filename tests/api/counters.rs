@@ -693,7 +693,10 @@ watch = [{ table = "event_counts", match = { grp = ":grp" } }]
     )
     .expect("queries");
     let dir = registry.path().to_owned();
-    let app = TestApp::spawn_on(url, db, move |config| config.queries = statgate::config::Queries::Directory(dir)).await;
+    let app = TestApp::spawn_on(url, db, move |config| {
+        config.queries = statgate::config::Queries::Directory(dir)
+    })
+    .await;
     let (live, mut live_ws, mut live_got) = app
         .watch("u1", "events/stats/live", json!({"grp": 2}))
         .await;

@@ -1,10 +1,13 @@
 //! Black-box tests: the real gateway against a real PostgreSQL, over real HTTP and WebSockets.
 
 mod adoption;
+mod caps;
 mod cli;
 mod counters;
 mod demo;
+mod edge;
 mod feed;
+mod frames;
 mod helpers;
 mod identity;
 mod load;

@@ -204,7 +204,10 @@ watch = [{ table = "notes", match = { topic = ":topic" } }]
     )
     .expect("query");
     let dir = registry.path().to_owned();
-    let app = TestApp::spawn_on(url, db, move |config| config.queries = statgate::config::Queries::Directory(dir)).await;
+    let app = TestApp::spawn_on(url, db, move |config| {
+        config.queries = statgate::config::Queries::Directory(dir)
+    })
+    .await;
     let (signature, mut ws, mut received) = app
         .watch("u1", "notes/topics/count", json!({"topic": 7}))
         .await;
