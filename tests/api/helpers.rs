@@ -229,7 +229,12 @@ impl TestApp {
         let test_app = TestApp {
             address,
             db,
-            http: reqwest::Client::new(),
+            // Below the gateway's keep-alive timeout, so the pool never reuses a connection the
+            // gateway is closing at that moment.
+            http: reqwest::Client::builder()
+                .pool_idle_timeout(Duration::from_secs(1))
+                .build()
+                .expect("http client"),
             shutdown,
             state,
             done,
