@@ -14,6 +14,7 @@ pub mod counters;
 pub mod db;
 pub mod demo;
 pub mod embedded;
+pub mod healthcheck;
 pub mod http;
 pub mod hub;
 pub mod limits;

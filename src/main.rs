@@ -12,8 +12,15 @@ use statgate::Application;
 async fn main() -> anyhow::Result<()> {
     statgate::telemetry::init_logging();
     let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::Healthcheck { path } = &command {
+        // Needs only the listen address, not the secrets the other commands validate.
+        statgate::healthcheck::probe(cli.settings.listen, path, statgate::healthcheck::TIMEOUT)?;
+        return Ok(());
+    }
     let config = cli.settings.into_config()?;
-    match cli.command.unwrap_or(Command::Serve) {
+    match command {
+        Command::Healthcheck { .. } => Ok(()), // answered above, without the configuration
         Command::Serve => serve(config).await,
         Command::Migrate => {
             with_pool(&config, true, |_| async { Ok(()) }).await?;
