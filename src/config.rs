@@ -142,6 +142,13 @@ pub enum Command {
         /// The counter's name in `statgate.counters`.
         name: String,
     },
+    /// GET PATH from the gateway at STATGATE_LISTEN (a wildcard address on loopback); exits 0
+    /// on a 2xx answer, 1 otherwise. For container HEALTHCHECKs: needs no curl.
+    Healthcheck {
+        /// `/healthz` (the process answers) or `/readyz` (its database connections work).
+        #[arg(default_value = "/healthz")]
+        path: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

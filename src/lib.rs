@@ -15,6 +15,7 @@ pub mod db;
 pub mod demo;
 pub mod edge;
 pub mod embedded;
+pub mod healthcheck;
 pub mod http;
 pub mod hub;
 pub mod limits;

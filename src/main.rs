@@ -19,13 +19,19 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     statgate::telemetry::init_logging(cli.settings.log_format, cli.settings.log.as_deref());
-    raise_open_files_limit();
     let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::Healthcheck { path } = &command {
+        // Needs only the listen address, not the secrets the other commands validate.
+        statgate::healthcheck::probe(cli.settings.listen, path, statgate::healthcheck::TIMEOUT)?;
+        return Ok(());
+    }
+    raise_open_files_limit();
     let config = match command {
         Command::Serve | Command::Token { .. } => cli.settings.into_config()?,
         _ => cli.settings.into_config_without_secrets()?,
     };
     match command {
+        Command::Healthcheck { .. } => Ok(()), // answered above, without the configuration
         Command::Serve => serve(config).await,
         Command::Migrate { example } => {
             let set = db::MigrationSet::for_mode(config.demo, example);

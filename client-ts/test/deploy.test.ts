@@ -2,7 +2,7 @@
 // kubernetes-validate (Kubernetes JSON schemas bundled in the PyPI package, offline),
 // check-jsonschema (the compose-spec schema) and hadolint. The Python tools come from
 // scripts/deploy-tools (./scripts/test runs it); nginx, promtool and systemd-analyze from
-// Debian's packages (.ci/run installs them). A missing tool fails the check, never skips it.
+// Debian's packages (scripts/setup installs them). A missing tool fails the check, never skips it.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -27,7 +27,7 @@ function pythonTool(name: string): string {
 function systemTool(name: string, debianPackage: string): string {
   const dirs = [...(process.env.PATH ?? '').split(delimiter), '/usr/sbin', '/usr/bin'];
   const found = dirs.map((dir) => join(dir, name)).find((path) => existsSync(path));
-  if (found === undefined) throw new Error(`${name} is missing: apt-get install ${debianPackage} (.ci/run installs it)`);
+  if (found === undefined) throw new Error(`${name} is missing: apt-get install ${debianPackage} (./scripts/setup installs it as root)`);
   return found;
 }
 

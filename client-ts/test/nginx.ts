@@ -21,7 +21,7 @@ export function nginxBinary(): string {
   if (found === undefined) {
     throw new Error(
       'nginx is not installed: the multi-node test and the deploy checks run a real nginx ' +
-        '(apt-get install nginx; .ci/run installs it)',
+        '(apt-get install nginx; ./scripts/setup installs it as root)',
     );
   }
   return found;

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::helpers::{fresh_database, queries_dir};
+use crate::helpers::{fresh_database, queries_dir, TestApp};
 
 fn statgate(database_url: &str, queries: &std::path::Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_statgate"))
@@ -255,4 +255,52 @@ async fn the_demo_runs_from_a_private_directory_with_nothing_but_the_binary() {
     if data_dir.starts_with(statgate::embedded::RELOCATION_ROOT) {
         let _ = std::fs::remove_dir_all(data_dir.parent().expect("parent"));
     }
+}
+
+/// `statgate healthcheck [PATH]` as a container HEALTHCHECK runs it: the gateway's address from
+/// STATGATE_LISTEN, no secrets needed, exit 0 only on a 2xx answer.
+#[tokio::test]
+async fn healthcheck_exits_zero_only_while_the_gateway_answers_2xx() {
+    let app = TestApp::spawn().await;
+    let healthcheck = |listen: String, path: Option<&'static str>| async move {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_statgate"))
+            .arg("healthcheck")
+            .args(path)
+            .env("STATGATE_LISTEN", listen)
+            // The other commands would refuse these settings (no secrets outside demo mode).
+            .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+            .env_remove("STATGATE_JWT_SECRET")
+            .env_remove("STATGATE_TOKEN_SECRET")
+            .env_remove("STATGATE_DEMO")
+            .output()
+            .await
+            .expect("statgate runs")
+    };
+    let listen = app.address.to_string();
+    let wildcard = format!("0.0.0.0:{}", app.address.port());
+
+    for (listen, path) in [
+        (&listen, None),
+        (&listen, Some("/readyz")),
+        (&wildcard, Some("/healthz")),
+    ] {
+        let output = healthcheck(listen.clone(), path).await;
+        assert!(output.status.success(), "{path:?}: {output:?}");
+    }
+
+    let missing = healthcheck(listen.clone(), Some("/nope")).await;
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("/nope answered \"HTTP/1.1 404"),
+        "{missing:?}"
+    );
+
+    app.shutdown.cancel();
+    app.done.await.expect("joined").expect("clean shutdown");
+    let down = healthcheck(listen, None).await;
+    assert!(!down.status.success());
+    assert!(
+        String::from_utf8_lossy(&down.stderr).contains("cannot connect"),
+        "{down:?}"
+    );
 }
