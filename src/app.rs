@@ -24,7 +24,7 @@ use crate::listener::unrecorded::UnrecordedChanges;
 use crate::listener::{self, Listener, ListenerStatus};
 use crate::matcher::Matcher;
 use crate::recompute::{Recompute, Scheduler};
-use crate::registry::{Registry, RegistryError};
+use crate::registry::{Registry, RegistryError, SharedRegistry};
 use crate::telemetry::Metrics;
 
 /// Notifications buffered between the listener and the dispatcher.
@@ -51,7 +51,8 @@ pub enum StartError {
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
-    pub registry: Arc<Registry>,
+    /// Replaced whole on SIGHUP (see [`crate::reload`]).
+    pub registry: Arc<SharedRegistry>,
     pub auth: Arc<Authenticator>,
     pub pool: PgPool,
     /// Where recompute queries run: the `DATABASE_READ_URL` replica, or `pool` itself.
@@ -219,7 +220,7 @@ impl Application {
         let state = AppState {
             auth,
             config: Arc::new(config),
-            registry: Arc::new(registry),
+            registry: Arc::new(SharedRegistry::new(registry)),
             pool,
             read_pool,
             hub,

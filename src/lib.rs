@@ -23,6 +23,7 @@ pub mod listener;
 pub mod matcher;
 pub mod recompute;
 pub mod registry;
+pub mod reload;
 pub mod telemetry;
 pub mod ws;
 

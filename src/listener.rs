@@ -504,6 +504,16 @@ impl Bulk {
     /// The signatures `change` touches, with its commit time noted on each (for the lag).
     fn note(&self, change: &Change) -> HashSet<u64> {
         let matched = self.matcher.matches(change);
+        // Debug level answers "why did (or didn't) my counter move?": each change, the
+        // columns it carried, and how many signatures it matched (values are not logged).
+        tracing::debug!(
+            table = %format!("{}.{}", change.table.schema, change.table.table),
+            op = %change.op,
+            columns = ?change.rows.keys().collect::<Vec<_>>(),
+            overflow = change.overflow,
+            matched = matched.len(),
+            "change"
+        );
         self.metrics.matched_signatures.inc_by(matched.len() as u64);
         for id in &matched {
             if let Some(signature) = self.hub.get(*id) {
@@ -522,7 +532,7 @@ impl Bulk {
 
     /// Marks `ids` as bulk work, grouped by query so each chunk batches into few statements.
     fn recompute(&self, mut ids: Vec<u64>) {
-        ids.sort_by_cached_key(|id| self.hub.get(*id).map(|s| s.query.name.clone()));
+        ids.sort_by_cached_key(|id| self.hub.get(*id).map(|s| s.query().name.clone()));
         self.scheduler.mark_bulk(ids);
     }
 }

@@ -131,6 +131,9 @@ where
 
 async fn serve(config: statgate::Config) -> anyhow::Result<()> {
     let demo = config.demo;
+    // Registered first: from here on SIGHUP (a closed terminal, `systemctl reload`) never ends
+    // the process; once the gateway runs, it reloads the registry.
+    let hangups = hangups();
     let app = Application::build(config)
         .await
         .context("statgate could not start")?;
@@ -140,6 +143,9 @@ async fn serve(config: statgate::Config) -> anyhow::Result<()> {
             .auth
             .mint_jwt("alice", std::time::Duration::from_secs(24 * 3600))?;
         println!("{}", demo_banner(&app, &token));
+    }
+    if let Some(hangups) = hangups {
+        tokio::spawn(reload_on_hangup(hangups, app.state().clone()));
     }
     let shutdown = app.shutdown_token();
     tokio::spawn(async move {
@@ -181,6 +187,51 @@ fn raise_open_files_limit() {
     if let Err(err) = rlimit::increase_nofile_limit(u64::MAX) {
         tracing::warn!(error = %err, "cannot raise the open-files limit");
     }
+}
+
+#[cfg(unix)]
+type Hangups = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangups = std::convert::Infallible;
+
+fn hangups() -> Option<Hangups> {
+    #[cfg(unix)]
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hangups) => Some(hangups),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot handle SIGHUP: it will end the process");
+            None
+        }
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+/// Reloads the registry on every SIGHUP; a registry that fails its checks leaves the one in
+/// force as it was.
+#[cfg(unix)]
+async fn reload_on_hangup(mut hangups: Hangups, state: statgate::AppState) {
+    while hangups.recv().await.is_some() {
+        tracing::info!("SIGHUP received, reloading the registry");
+        match statgate::reload::reload_registry(&state).await {
+            Ok(report) => tracing::info!(
+                added = report.added,
+                changed = report.changed,
+                removed = report.removed,
+                resynced = report.signatures.resynced,
+                ended = report.signatures.retired,
+                "registry reloaded"
+            ),
+            Err(err) => {
+                tracing::error!(error = %err, "registry reload refused; the previous registry stays in force")
+            }
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn reload_on_hangup(hangups: Hangups, _state: statgate::AppState) {
+    match hangups {}
 }
 
 async fn wait_for_signal() {

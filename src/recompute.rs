@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::hub::{Hub, Published, Signature};
+use crate::registry::Query;
 use crate::telemetry::Metrics;
 
 /// Consecutive failures after which followers get an error event.
@@ -256,7 +257,7 @@ impl Recompute {
     /// Groups due signatures by query into batches, in the order the queries first appear
     /// (targeted ones first); ids whose signature is gone finish now.
     fn batches(&self, ids: &[u64]) -> Vec<Vec<Arc<Signature>>> {
-        let mut by_query: IndexMap<&str, Vec<Arc<Signature>>> = IndexMap::new();
+        let mut by_query: IndexMap<*const Query, Vec<Arc<Signature>>> = IndexMap::new();
         let mut gone = Vec::new();
         let signatures: Vec<Arc<Signature>> = ids
             .iter()
@@ -269,9 +270,11 @@ impl Recompute {
             })
             .collect();
         self.scheduler.finish(&gone);
+        // Grouped by definition, not name: just after a registry reload, signatures of one name
+        // may still hold the old definition for a moment.
         for signature in &signatures {
             by_query
-                .entry(signature.query.name.as_str())
+                .entry(Arc::as_ptr(&signature.query()))
                 .or_default()
                 .push(signature.clone());
         }
@@ -287,6 +290,9 @@ impl Recompute {
     }
 
     async fn run_batch(&self, batch: &[Arc<Signature>], shutdown: &CancellationToken) {
+        if let Some(first) = batch.first() {
+            tracing::debug!(query = %first.query().name, signatures = batch.len(), "recompute");
+        }
         let pending: Vec<Option<i64>> = batch.iter().map(|s| s.take_pending_since()).collect();
         match self.compute(batch).await {
             Ok(values) => {
@@ -295,7 +301,7 @@ impl Recompute {
                 }
             }
             Err(err) if batch.len() > 1 => {
-                tracing::warn!(query = %batch[0].query.name, signatures = batch.len(), error = %err, "batch recompute failed, retrying one by one");
+                tracing::warn!(query = %batch[0].query().name, signatures = batch.len(), error = %err, "batch recompute failed, retrying one by one");
                 for (signature, since) in batch.iter().zip(&pending) {
                     let single = std::slice::from_ref(signature);
                     match self.compute(single).await {
@@ -340,7 +346,7 @@ impl Recompute {
     /// The parity statement of the batch's query and the indices due a check, if any: the
     /// signatures without a value yet, and a sample of the others.
     fn parity_due(&self, batch: &[Arc<Signature>]) -> Option<(String, Vec<usize>)> {
-        let statement = batch.first()?.query.parity_statement.clone()?;
+        let statement = batch.first()?.query().parity_statement.clone()?;
         let chosen: Vec<usize> = (0..batch.len())
             .filter(|&i| !batch[i].has_value() || rand::random::<f64>() < self.parity_sample_rate)
             .collect();
@@ -350,7 +356,9 @@ impl Recompute {
     /// Publishes a value. One over the value limits is parked: not retried on a timer, but
     /// recomputed on the next change that touches it (its commit time is kept for the lag).
     fn deliver(&self, signature: &Signature, value: Value, since: Option<i64>) {
-        match self.hub.publish(signature, value) {
+        let published = self.hub.publish(signature, value);
+        tracing::debug!(signature = %signature.signature, outcome = ?published, "recomputed");
+        match published {
             Published::Sent { .. } => {
                 if let Some(since) = since {
                     let now = chrono::Utc::now().timestamp_micros();
@@ -403,7 +411,7 @@ impl Recompute {
         batch: &[Arc<Signature>],
         on: impl PgExecutor<'e>,
     ) -> Result<Vec<Value>, sqlx::Error> {
-        let Some(query) = batch.first().map(|s| s.query.clone()) else {
+        let Some(query) = batch.first().map(|s| s.query()) else {
             return Ok(Vec::new());
         };
         let label = self.metrics.query(&query.name);
@@ -437,7 +445,7 @@ impl Recompute {
         let Some(first) = batch.first() else {
             return values;
         };
-        let label = self.metrics.query(&first.query.name);
+        let label = self.metrics.query(&first.query().name);
         let live = match live {
             Ok(live) => live,
             Err(err) => {

@@ -99,7 +99,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 async fn queries(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(json!({ "queries": state.registry.describe() }))
+    Json(json!({ "queries": state.registry.get().describe() }))
 }
 
 async fn not_found(uri: Uri) -> ApiError {

@@ -286,7 +286,9 @@ fn grant(
 ) -> Result<Grant, ApiError> {
     let query = state
         .registry
+        .get()
         .get(query_name)
+        .cloned()
         .ok_or_else(|| ApiError::UnknownQuery(query_name.to_owned()))?;
     let args = query.validate(args)?;
     let limit = state.config.limits.max_args_bytes;

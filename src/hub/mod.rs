@@ -18,10 +18,11 @@
 //! user's entry, then a name's entry, then a signature's state.
 
 pub mod outbox;
+mod reload;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use axum::extract::ws::Utf8Bytes;
 use dashmap::mapref::entry::Entry;
@@ -32,6 +33,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 pub use outbox::Outbox;
+pub use reload::Reloaded;
 
 use crate::matcher::Matcher;
 use crate::recompute::Scheduler;
@@ -42,7 +44,8 @@ use crate::telemetry::Metrics;
 pub struct Signature {
     pub id: u64,
     pub signature: Arc<str>,
-    pub query: Arc<Query>,
+    /// The query's current definition: a registry reload may replace it (see [`Hub::reload`]).
+    query: RwLock<Arc<Query>>,
     /// Canonical args JSON, spliced as-is into the batch's jsonb array.
     pub args_json: Arc<str>,
     /// Earliest commit time (µs) of a change not yet reflected in a pushed value; 0 = none.
@@ -86,6 +89,21 @@ struct UpdatePayload<'a> {
 }
 
 impl Signature {
+    /// The query this signature computes (its definition may change on a registry reload).
+    pub fn query(&self) -> Arc<Query> {
+        self.query
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn set_query(&self, query: Arc<Query>) {
+        *self
+            .query
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = query;
+    }
+
     fn lock(&self) -> MutexGuard<'_, SignatureState> {
         self.state
             .lock()
@@ -291,7 +309,7 @@ impl Hub {
                 let signature = Arc::new(Signature {
                     id,
                     signature: vacant.key().clone(),
-                    query: query.clone(),
+                    query: RwLock::new(query.clone()),
                     args_json: Arc::from(args_json),
                     pending_since: AtomicI64::new(0),
                     state: Mutex::new(state),
@@ -378,10 +396,11 @@ impl Hub {
             return Published::Unchanged;
         }
         let version = state.version + 1;
+        let query = signature.query();
         let frame = UpdateFrame {
             event: "query:update",
             payload: UpdatePayload {
-                query_name: &signature.query.name,
+                query_name: &query.name,
                 signature: &signature.signature,
                 data: &data,
                 version,
@@ -411,7 +430,7 @@ impl Hub {
     ) -> Published {
         self.metrics
             .values_too_large
-            .get_or_create(&self.metrics.query(&signature.query.name))
+            .get_or_create(&self.metrics.query(&signature.query().name))
             .inc();
         state.current = None;
         if state.too_large.is_none() {

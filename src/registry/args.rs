@@ -99,7 +99,7 @@ impl fmt::Display for ArgType {
 }
 
 /// One declared argument of a query.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ArgSpec {
     pub name: String,
     pub ty: ArgType,

@@ -81,7 +81,7 @@ pub struct AuthRule {
     pub claim: String,
 }
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct Query {
     pub name: String,
     pub file: PathBuf,
@@ -192,6 +192,38 @@ const EXAMPLE_QUERIES: [(&str, &str); 3] = [
         include_str!("../../examples/blog/queries/users/activity.toml"),
     ),
 ];
+
+/// The registry a running gateway serves, replaced whole by a reload: readers take the current
+/// one (an `Arc`, cheap) and keep it for the rest of their request.
+#[derive(Debug)]
+pub struct SharedRegistry {
+    current: std::sync::RwLock<Arc<Registry>>,
+}
+
+impl SharedRegistry {
+    pub fn new(registry: Registry) -> Self {
+        SharedRegistry {
+            current: std::sync::RwLock::new(Arc::new(registry)),
+        }
+    }
+
+    /// The registry in force now.
+    pub fn get(&self) -> Arc<Registry> {
+        self.current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Puts `registry` in force and returns the one it replaces.
+    pub fn replace(&self, registry: Registry) -> Arc<Registry> {
+        let mut current = self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        std::mem::replace(&mut *current, Arc::new(registry))
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct Registry {

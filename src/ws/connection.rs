@@ -204,6 +204,10 @@ impl Connection {
                 biased;
                 _ = &mut shutdown => return Exit::Close(CloseReason::ShuttingDown),
                 _ = self.outbox.ready() => {
+                    if self.forget_revoked() {
+                        deadline = self.next_deadline();
+                        timer.as_mut().reset(deadline.at());
+                    }
                     if self.outbox.drain_into(&mut frames).is_err() {
                         return Exit::Close(CloseReason::TooManyReplies);
                     }
@@ -391,7 +395,7 @@ impl Connection {
         {
             self.reply(protocol::subscribed(
                 id,
-                &existing.query.name,
+                &existing.query().name,
                 &existing.signature,
             ));
             return None;
@@ -477,6 +481,23 @@ impl Connection {
 
     /// Detaches one subscription from the hub and forgets its pending value; false if the
     /// socket holds none with that signature.
+    /// Drops the subscriptions the hub revoked (a registry reload removed or changed their
+    /// query); the hub already sent each its error event and forgot the socket.
+    /// Returns whether any was dropped (the idle deadline may then start).
+    fn forget_revoked(&mut self) -> bool {
+        let revoked = self.outbox.take_revoked();
+        if revoked.is_empty() {
+            return false;
+        }
+        self.subscriptions
+            .by_signature
+            .retain(|_, signature| !revoked.contains(&signature.id));
+        if self.subscriptions.by_signature.is_empty() {
+            self.idle_since = Some(Instant::now());
+        }
+        true
+    }
+
     fn detach(&mut self, signature: &str) -> bool {
         let Some(existing) = self.subscriptions.by_signature.remove(signature) else {
             return false;
@@ -500,7 +521,7 @@ impl Connection {
             .subscriptions
             .by_signature
             .iter()
-            .filter(|(_, subscription)| !subscription.query.auth.is_empty())
+            .filter(|(_, subscription)| !subscription.query().auth.is_empty())
             .filter_map(|(signature, subscription)| {
                 let refusal = self.auth_refusal(subscription)?;
                 Some((signature.clone(), refusal))
@@ -519,7 +540,7 @@ impl Connection {
 
     /// Why the current claims may not hold `subscription`, if they may not.
     fn auth_refusal(&self, subscription: &Signature) -> Option<String> {
-        let query = &subscription.query;
+        let query = subscription.query();
         let args = serde_json::from_str::<Value>(&subscription.args_json)
             .ok()
             .and_then(|args| query.validate(&args).ok());

@@ -61,6 +61,7 @@ pub fn verify_subscription(
     }
     let query = state
         .registry
+        .get()
         .get(&claims.query)
         .ok_or_else(|| ApiError::UnknownQuery(claims.query.clone()))?
         .clone();

@@ -165,3 +165,29 @@ async fn an_array_subscription_updates_when_any_listed_post_changes() {
     wait_for(&mut witness, WAIT, update_of(&witness_sig)).await;
     assert_silent(&mut ws, "a post outside the list sends nothing").await;
 }
+
+/// "No updates?": at debug level the gateway says, per change, which table and columns it
+/// carried and how many signatures it matched, and what each recompute gave.
+#[test]
+fn at_debug_level_each_change_its_matches_and_each_recompute_are_logged() {
+    let ((), lines) = crate::helpers::run_with_captured_logs("statgate=debug", async {
+        let app = crate::helpers::TestApp::spawn().await;
+        let post = app.new_post().await;
+        let (signature, mut ws, mut received) = app.watch_comments(post).await;
+        app.add_comment(post).await;
+        crate::helpers::converge_to(&mut ws, &mut received, &signature, serde_json::json!(1)).await;
+    });
+    let change = lines.iter().find(|line| {
+        line.contains("change")
+            && line.contains("table=public.post_stats")
+            && line.contains("matched=1")
+    });
+    assert!(change.is_some(), "no change line in:\n{}", lines.join("\n"));
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.contains("recomputed") && line.contains("Sent")),
+        "no recompute line in:\n{}",
+        lines.join("\n")
+    );
+}
