@@ -63,6 +63,11 @@ pub enum ConfigError {
     NoJwtVerifier,
     #[error("STATGATE_JWKS_URL must be an http:// or https:// URL, got {0:?}")]
     BadJwksUrl(String),
+    #[error(
+        "STATGATE_CORS_ORIGINS holds {0:?}, which is not an origin: give scheme, host and \
+         optional port, no path (https://app.example.com), or *"
+    )]
+    BadCorsOrigin(String),
     #[error("STATGATE_JWT_USER_CLAIM must name a claim (e.g. sub)")]
     EmptyUserClaim,
     #[error(
@@ -188,6 +193,15 @@ pub struct Settings {
     /// Base URL put in the subscribe reply (default: from the request's Host header).
     #[arg(long, env = "STATGATE_PUBLIC_URL", global = true)]
     pub public_url: Option<String>,
+    /// Origins (`https://app.example.com`, comma-separated, or `*`) whose pages may call the
+    /// subscribe endpoints across origins (CORS); none: same-origin only.
+    #[arg(
+        long,
+        env = "STATGATE_CORS_ORIGINS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub cors_origins: Vec<String>,
     /// HS256 secret(s) for authTokens, comma-separated.
     #[arg(
         long,
@@ -619,6 +633,8 @@ pub struct Config {
     pub read_database: Option<Secret>,
     pub listen: SocketAddr,
     pub public_url: Option<String>,
+    /// `STATGATE_CORS_ORIGINS`: validated origins, or `*`.
+    pub cors_origins: Vec<String>,
     pub jwt_secrets: Vec<Secret>,
     pub jwt_audience: Option<String>,
     pub jwt_issuer: Option<String>,
@@ -729,6 +745,7 @@ impl Settings {
                 })
             })
             .transpose()?;
+        let cors_origins = cors_origins(self.cors_origins)?;
         let jwt_user_claim = self.jwt_user_claim.trim().to_owned();
         if jwt_user_claim.is_empty() {
             return Err(ConfigError::EmptyUserClaim);
@@ -821,6 +838,7 @@ impl Settings {
             public_url: self
                 .public_url
                 .map(|url| url.trim_end_matches('/').to_owned()),
+            cors_origins,
             jwt_secrets,
             jwt_audience: self.jwt_audience,
             jwt_issuer: self.jwt_issuer,
@@ -944,6 +962,33 @@ fn unset_secrets(
     Ok((jwt_secrets, token_secrets))
 }
 
+/// The origins of `STATGATE_CORS_ORIGINS`, each `*` or `scheme://host[:port]` (what browsers
+/// send in `Origin`), without a trailing slash.
+fn cors_origins(values: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    values
+        .into_iter()
+        .map(|value| value.trim().trim_end_matches('/').to_owned())
+        .filter(|value| !value.is_empty())
+        .map(|origin| {
+            if origin == "*" {
+                return Ok(origin);
+            }
+            match reqwest::Url::parse(&origin) {
+                Ok(url)
+                    if matches!(url.scheme(), "http" | "https")
+                        && url.has_host()
+                        && url.path() == "/"
+                        && url.query().is_none()
+                        && url.origin().ascii_serialization() == origin =>
+                {
+                    Ok(origin)
+                }
+                _ => Err(ConfigError::BadCorsOrigin(origin)),
+            }
+        })
+        .collect()
+}
+
 fn jwks_url(value: &str) -> Result<reqwest::Url, ConfigError> {
     match reqwest::Url::parse(value) {
         Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => Ok(url),
@@ -959,6 +1004,7 @@ impl Config {
             read_database: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             public_url: None,
+            cors_origins: Vec::new(),
             jwt_secrets: vec![Secret::new("test-jwt-secret-0123456789abcdefghijklmnop")],
             jwt_audience: None,
             jwt_issuer: None,
@@ -1242,6 +1288,30 @@ mod tests {
             .into_config_without_secrets()
             .unwrap_err();
         assert!(err.to_string().contains("5 bytes"), "{err}");
+    }
+
+    #[test]
+    fn cors_origins_are_origins_or_a_star() {
+        let config = settings(&[
+            "--cors-origins",
+            "https://app.example.com/,http://localhost:3000",
+        ])
+        .into_config()
+        .expect("config");
+        assert_eq!(
+            config.cors_origins,
+            ["https://app.example.com", "http://localhost:3000"]
+        );
+        for bad in [
+            "app.example.com",
+            "https://app.example.com/path",
+            "ftp://x.org",
+        ] {
+            let err = settings(&["--cors-origins", bad])
+                .into_config()
+                .unwrap_err();
+            assert!(err.to_string().contains("not an origin"), "{bad}: {err}");
+        }
     }
 
     #[test]

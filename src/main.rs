@@ -26,8 +26,15 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     raise_open_files_limit();
+    // Demo mode's random secrets live beside its data directory: `token` must read them there.
+    let demo = cli
+        .settings
+        .demo
+        .unwrap_or(cli.settings.database_url.is_none());
     let config = match command {
-        Command::Serve | Command::Token { .. } => cli.settings.into_config()?,
+        Command::Serve => cli.settings.into_config()?,
+        Command::Token { .. } if demo => cli.settings.into_config()?,
+        // `token` signs with STATGATE_JWT_SECRET only; the others sign nothing.
         _ => cli.settings.into_config_without_secrets()?,
     };
     match command {

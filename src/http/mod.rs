@@ -36,14 +36,50 @@ pub fn router(state: AppState) -> Router {
     if state.config.demo {
         router = router.merge(crate::demo::router(state.clone()));
     }
+    let cors = cors_layer(&state.config.cors_origins);
     router
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(
             request_timeout,
             time_limit,
         ))
+        .layer(cors)
         .with_state(state)
+}
+
+/// Cross-origin access for browser apps served from another origin than the gateway
+/// (`STATGATE_CORS_ORIGINS`): the subscribe endpoints are called with `fetch`, JSON bodies and an
+/// `Authorization` header, which browsers allow across origins only after a preflight. No
+/// origin listed: no CORS headers at all (same-origin only, the default). WebSockets need none.
+fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use axum::http::{HeaderValue, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return CorsLayer::new();
+    }
+    let allow = if origins.iter().any(|origin| origin == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|origin| HeaderValue::from_str(origin).ok()),
+        )
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
+        .max_age(Duration::from_secs(600))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+    }
 }
 
 /// Bounds every request, reading its body included (a body dribbled a byte at a time would

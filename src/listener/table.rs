@@ -206,14 +206,21 @@ impl TablePoller {
         self.status.set(false, &self.metrics);
     }
 
-    /// Connects, retrying with capped exponential back-off until shutdown.
+    /// Connects, retrying with capped exponential back-off until shutdown. A connection counts
+    /// only once it may read the change table: otherwise (a role missing its grant) every poll
+    /// would fail at once and the poller would reconnect and resync in a hot loop, ready all
+    /// the while.
     async fn connect(&self, shutdown: &CancellationToken) -> Option<PgConnection> {
         retry_with_backoff("feed poller", shutdown, || async {
             let options: PgConnectOptions = self.database_url.parse()?;
             let options = options
                 .application_name(POLLER_APPLICATION_NAME)
                 .options([("statement_timeout", POLL_TIMEOUT_MS)]);
-            PgConnection::connect_with(&options).await
+            let mut connection = PgConnection::connect_with(&options).await?;
+            sqlx::query("select from statgate.changes limit 0")
+                .execute(&mut connection)
+                .await?;
+            Ok(connection)
         })
         .await
     }

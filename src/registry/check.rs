@@ -5,7 +5,8 @@
 //! ever reaches statgate and subscribers keep their first value forever, silently. So `check`
 //! (and `serve`, which refuses such a registry) verifies, for every query:
 //!
-//! * its statement (and its `parity` statement) prepares;
+//! * its statement (and its `parity` statement) prepares, and runs with the gateway's
+//!   privileges (it is run once over no arg set, which reads nothing but checks the rights);
 //! * `returns = "value"` yields exactly one column;
 //! * every watched table exists and has statgate's watch triggers for INSERT, UPDATE and
 //!   DELETE, enabled, carrying every column the query's `match` names.
@@ -103,6 +104,18 @@ async fn statement_problems(conn: &mut PoolConnection<Postgres>, query: &Query) 
         {
             return vec![problem(format!(
                 "{label}the database rejects its SQL: {}",
+                database_message(&err)
+            ))];
+        }
+        // Run once over no arg set: nothing is computed, but PostgreSQL checks the gateway's
+        // privileges on every table the SQL reads (preparing does not).
+        if let Err(err) = sqlx::query(statement.as_str())
+            .bind("[]")
+            .fetch_all(&mut **conn)
+            .await
+        {
+            return vec![problem(format!(
+                "{label}the gateway's role cannot run its SQL: {}",
                 database_message(&err)
             ))];
         }

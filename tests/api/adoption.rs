@@ -364,3 +364,35 @@ async fn check_refuses_a_value_query_with_two_columns_and_serve_refuses_the_regi
     assert!(refused.to_string().contains("posts/pair/pair"), "{refused}");
     drop(db);
 }
+
+#[tokio::test]
+async fn check_runs_each_query_with_the_gateway_s_own_privileges() {
+    let (url, db) = crate::helpers::fresh_database().await;
+    let role = format!("reader_{}", std::process::id());
+    sqlx::raw_sql(&format!(
+        "drop role if exists {role}; create role {role} login;"
+    ))
+    .execute(&db)
+    .await
+    .expect("a role without grants");
+    let as_reader = url.replacen("postgres@", &format!("{role}@"), 1);
+    let registry = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(registry.path().join("posts")).expect("mkdir");
+    std::fs::write(
+        registry.path().join("posts/list.toml"),
+        "[all]\nsql = \"SELECT post_id, comment_count FROM post_stats WHERE post_id = ANY(:ids)\"\nargs = { ids = \"int8[]\" }\nwatch = [{ table = \"post_stats\", match = { post_id = \":ids\" } }]\n",
+    )
+    .expect("write");
+    let (ok, output) = check(&as_reader, registry.path());
+    assert!(!ok, "{output}");
+    assert!(
+        output.contains("posts/list/all") && output.contains("permission denied"),
+        "{output}"
+    );
+    sqlx::query(&format!("grant select on post_stats to {role}"))
+        .execute(&db)
+        .await
+        .expect("grant");
+    let (ok, output) = check(&as_reader, registry.path());
+    assert!(ok, "{output}");
+}

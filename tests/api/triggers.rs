@@ -360,3 +360,50 @@ async fn a_gateway_role_with_the_documented_grants_serves_without_owning_statgat
         }
     }
 }
+
+/// A table-feed gateway whose role may not read `statgate.changes` (a missing grant) waits with
+/// back-off and says it is not ready, instead of reconnecting and resyncing in a hot loop
+/// while `/readyz` answers 200.
+#[tokio::test]
+async fn a_poller_that_may_not_read_the_change_table_backs_off_and_is_not_ready() {
+    let (url, db) = fresh_database().await;
+    let gateway = app_role(&db, &[]).await;
+    for grant in [
+        format!("alter role {gateway} login"),
+        format!("grant usage on schema statgate to {gateway}"),
+        format!("grant select, insert, update on statgate.settings to {gateway}"),
+        format!("grant select on statgate.unrecorded_changes to {gateway}"),
+        format!("grant select on all tables in schema public to {gateway}"),
+    ] {
+        sqlx::query(&grant).execute(&db).await.expect("grant");
+    }
+    let (scheme, rest) = url.split_once("://").expect("url");
+    let (_, host) = rest.split_once('@').expect("user in url");
+    let mut config = statgate::Config::for_tests(
+        format!("{scheme}://{gateway}@{host}"),
+        crate::helpers::queries_dir(),
+    );
+    config.migrate = false;
+    config.change_feed = ChangeFeed::Table;
+    let app = statgate::Application::build(config)
+        .await
+        .expect("the gateway starts");
+    let address = app.address();
+    let state = app.state().clone();
+    let shutdown = app.shutdown_token();
+    let running = tokio::spawn(app.run());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let reconnects = state.metrics.listener_reconnects.get();
+    let resyncs = state.metrics.resyncs.get();
+    assert!(
+        reconnects == 0 && resyncs <= 1,
+        "{reconnects} reconnects, {resyncs} resyncs in 3 s"
+    );
+    let ready = reqwest::get(format!("http://{address}/readyz"))
+        .await
+        .expect("readyz")
+        .status();
+    assert_eq!(ready, 503);
+    shutdown.cancel();
+    let _ = running.await;
+}
