@@ -1,7 +1,7 @@
 //! Wiring: [`Application::build`] opens the database, migrates, loads and checks the registry,
 //! binds the listener (port 0 works, and [`Application::address`] reports the real one) and
 //! starts the long-lived tasks; [`Application::run`] serves until the shutdown token fires and
-//! then drains (SPEC §6: stop accepting, close sockets with 1001, drain within the deadline,
+//! then drains (docs/ARCHITECTURE.md: stop accepting, close sockets with 1001, drain within the deadline,
 //! stop the listener, stop the embedded server).
 
 use std::net::SocketAddr;

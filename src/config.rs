@@ -1,4 +1,4 @@
-//! Configuration: the command line, the environment variables of SPEC §7, and the typed
+//! Configuration: the command line, the environment variables of the README's "Configuration", and the typed
 //! [`Config`] the rest of the crate receives.
 //!
 //! Only this module knows about flags and environment variables; library code takes a
@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// Secrets shorter than this are refused outside demo mode (SPEC §4).
+/// Secrets shorter than this are refused outside demo mode (docs/PROTOCOL.md).
 pub const MIN_SECRET_BYTES: usize = 32;
 
 mod demo_secrets;
@@ -674,7 +674,7 @@ pub struct JwksConfig {
     pub min_refetch: Duration,
 }
 
-/// Per-request and per-socket limits (SPEC §5, §8).
+/// Per-request and per-socket limits (docs/PROTOCOL.md, docs/RELIABILITY.md).
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_body_bytes: usize,

@@ -1,6 +1,6 @@
 //! The TCP edge: accepts connections, holds each to the connection limits, and serves HTTP/1.1
 //! on it with timeouts, so that no client can hold a descriptor for longer than the settings
-//! say (SPEC §8).
+//! say (docs/RELIABILITY.md).
 //!
 //! `axum::serve` has none of these knobs, hence this accept loop over hyper's HTTP/1 server:
 //! - **connection limits** ([`ConnectionLimits`], in all and per peer address): checked at

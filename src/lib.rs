@@ -2,7 +2,7 @@
 //!
 //! PostgreSQL triggers keep aggregate tables exact and NOTIFY when they change; statgate
 //! matches each change to the subscriptions it affects, recomputes each affected value once,
-//! and pushes it over WebSockets. `../shared/SPEC.md` is the contract; the module names below
+//! and pushes it over WebSockets. docs/ARCHITECTURE.md maps the crate; the module names below
 //! follow its moving parts.
 
 pub mod app;

@@ -3,7 +3,7 @@
 //!
 //! Notifications sent while the connection is down are lost by PostgreSQL's design, so every
 //! (re)connect is followed by a resync: every active signature is recomputed and the ones that
-//! changed are pushed (SPEC §6). `/readyz` reports 503 while the connection is down. The
+//! changed are pushed (docs/ARCHITECTURE.md). `/readyz` reports 503 while the connection is down. The
 //! connection is separate from the pool, so pool exhaustion never blocks the feed.
 //!
 //! Every new LISTEN connection must be one this module made, counted and resynced after. sqlx's
@@ -89,7 +89,7 @@ fn public() -> String {
     "public".to_owned()
 }
 
-/// Parses a `statgate_changes` payload (SPEC §2). A column whose value is not a list is
+/// Parses a `statgate_changes` payload (docs/ARCHITECTURE.md, "The change payload"). A column whose value is not a list is
 /// treated as a list of one.
 pub fn parse_payload(payload: &str) -> Result<Change, PayloadError> {
     let parsed: Payload =

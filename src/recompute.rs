@@ -1,4 +1,4 @@
-//! Recompute: turn "these signatures may have changed" into fresh values (SPEC §6).
+//! Recompute: turn "these signatures may have changed" into fresh values (docs/ARCHITECTURE.md).
 //!
 //! The [`Scheduler`] guarantees at most one run per signature at a time: a signature marked
 //! due while it runs is re-run once when the current run ends, however many changes arrived

@@ -1,4 +1,4 @@
-//! Property tests (no database): the indexed matcher returns exactly what the SPEC §3 rule
+//! Property tests (no database): the indexed matcher returns exactly what the overlap rule (docs/REGISTRY.md)
 //! evaluated entry by entry returns, and no parser of network input panics on any input.
 
 use std::collections::{HashMap, HashSet};

@@ -1,4 +1,4 @@
-//! Client frames (SPEC §5): any text a WebSocket client sends. `parse_frame` must not panic,
+//! Client frames (docs/PROTOCOL.md): any text a WebSocket client sends. `parse_frame` must not panic,
 //! an echoed `id` is only ever a string or a number, and a reply carrying it is valid JSON
 //! that echoes it unchanged. What the socket does next with a parsed frame (verify the
 //! subscription token or the JWT) must not panic either.

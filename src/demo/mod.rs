@@ -1,4 +1,4 @@
-//! Demo mode's own surface (SPEC §7, issue 4): the page at `/` and the `/demo/api/...`
+//! Demo mode's own surface (README.md, "The demo page"): the page at `/` and the `/demo/api/...`
 //! endpoints it calls to write example data, plus the "traffic" generator.
 //!
 //! Why a module of its own: none of this is part of the gateway's contract. It exists so a

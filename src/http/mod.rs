@@ -1,4 +1,4 @@
-//! HTTP endpoints (SPEC §4): subscribe, health, readiness, metrics, the query list, and the
+//! HTTP endpoints (docs/PROTOCOL.md): subscribe, health, readiness, metrics, the query list, and the
 //! WebSocket route. Handlers are thin: they parse, call the domain modules, and map errors
 //! through [`error::ApiError`].
 

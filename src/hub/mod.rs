@@ -4,7 +4,7 @@
 //! holds the last frame sent and the outboxes of the sockets following it. A new value is
 //! serialised once and the same bytes are queued to every outbox; an unchanged value is not
 //! sent at all. Attaching the first subscriber registers the signature in the matcher *before*
-//! its first computation is scheduled, so no change can slip between the two (SPEC §6).
+//! its first computation is scheduled, so no change can slip between the two (docs/ARCHITECTURE.md).
 //!
 //! Memory is bounded here ([`HubLimits`]): a signature keeps only the frame it last sent (new
 //! subscribers need it as their snapshot) and a SHA-256 of the value's JSON to recognise an

@@ -1,4 +1,4 @@
-//! The query registry (SPEC §3): named stat queries loaded from `queries/<dir>/<file>.toml`.
+//! The query registry (docs/REGISTRY.md): named stat queries loaded from `queries/<dir>/<file>.toml`.
 //!
 //! Loading parses every file, validates arg declarations, defaults, `auth` rules and `watch`
 //! specs, and builds each query's batched statement. [`Registry::check`] then prepares every
@@ -231,7 +231,7 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Loads every `*.toml` under `dir` (one level of sub-directories, as in SPEC §3).
+    /// Loads every `*.toml` under `dir` (sub-directories name the queries, docs/REGISTRY.md).
     pub fn load(dir: &Path) -> Result<Self, RegistryError> {
         let mut registry = Registry::default();
         let mut files = Vec::new();

@@ -1,4 +1,4 @@
-//! The `statgate.realtime.v1` wire format (SPEC §5): client frames, server events, and the
+//! The `statgate.realtime.v1` wire format (docs/PROTOCOL.md): client frames, server events, and the
 //! one function that chooses close codes.
 
 use axum::extract::ws::{CloseFrame, Utf8Bytes};
@@ -175,7 +175,7 @@ pub enum CloseReason {
     ProtocolViolation,
 }
 
-/// The close code and reason of each [`CloseReason`], in one place (SPEC §5).
+/// The close code and reason of each [`CloseReason`], in one place (docs/PROTOCOL.md).
 pub fn close_frame(reason: CloseReason) -> CloseFrame {
     let (code, text) = match reason {
         CloseReason::ShuttingDown => (1001, "server shutting down, reconnect"),

@@ -1,4 +1,4 @@
-//! Which subscribers a change reaches (SPEC §3): moves, bulk statements, ranges and arrays.
+//! Which subscribers a change reaches (docs/REGISTRY.md): moves, bulk statements, ranges and arrays.
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! The PostgreSQL side (SPEC §2): exact stats under a random mix of writes, and payloads.
+//! The PostgreSQL side (docs/ARCHITECTURE.md, "The change payload"): exact stats under a random mix of writes, and payloads.
 
 use std::time::Duration;
 
