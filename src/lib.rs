@@ -7,7 +7,6 @@
 
 pub mod app;
 pub mod auth;
-pub mod bench;
 pub mod codegen;
 pub mod config;
 pub mod counters;
