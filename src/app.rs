@@ -23,8 +23,10 @@ use crate::listener::table::{self, FeedError, TablePoller};
 use crate::listener::unrecorded::UnrecordedChanges;
 use crate::listener::{self, Listener, ListenerStatus};
 use crate::matcher::Matcher;
-use crate::recompute::{Recompute, Scheduler};
+use crate::recompute::Recompute;
+use crate::scheduler::Scheduler;
 use crate::registry::{Registry, RegistryError, SharedRegistry};
+pub use crate::state::AppState;
 use crate::telemetry::Metrics;
 
 /// Notifications buffered between the listener and the dispatcher.
@@ -47,26 +49,6 @@ pub enum StartError {
     Feed(#[from] FeedError),
 }
 
-/// Everything a request handler or socket task may need; cheap to clone.
-#[derive(Clone)]
-pub struct AppState {
-    pub config: Arc<Config>,
-    /// Replaced whole on SIGHUP (see [`crate::reload`]).
-    pub registry: Arc<SharedRegistry>,
-    pub auth: Arc<Authenticator>,
-    pub pool: PgPool,
-    /// Where recompute queries run: the `DATABASE_READ_URL` replica, or `pool` itself.
-    pub read_pool: PgPool,
-    pub hub: Arc<Hub>,
-    pub metrics: Arc<Metrics>,
-    pub listener: Arc<ListenerStatus>,
-    pub shutdown: CancellationToken,
-    pub sockets: TaskTracker,
-    pub next_socket: Arc<AtomicU64>,
-    pub subscribe_limits: Arc<crate::limits::SubscribeLimits>,
-    pub socket_limits: Arc<crate::limits::SocketLimits>,
-    pub address: SocketAddr,
-}
 
 pub struct Application {
     state: AppState,
@@ -262,7 +244,13 @@ impl Application {
             database,
             tasks,
         } = self;
-        let router = crate::http::router(state.clone());
+        // The demo page and its write endpoints exist only in demo mode (see `crate::demo`).
+        let demo = if state.config.demo {
+            crate::demo::router(state.clone())
+        } else {
+            axum::Router::new()
+        };
+        let router = crate::http::router(state.clone(), demo);
         let grace = state.config.shutdown_grace;
         let deadline = crate::edge::Edge::new(&state.config.limits, state.metrics.clone())
             .serve(tcp, router, state.shutdown.clone(), grace)

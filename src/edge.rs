@@ -42,7 +42,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::config::Limits;
-use crate::http::error::{refusal, ApiError};
+use crate::error::{refusal, ApiError};
 use crate::limits::{ConnectionLimits, ConnectionSlot};
 use crate::telemetry::{Metrics, ScopeLabel};
 

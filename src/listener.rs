@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::hub::Hub;
 use crate::listener::debounce::Debounce;
 use crate::matcher::{Change, Matcher, TableName};
-use crate::recompute::Scheduler;
+use crate::scheduler::Scheduler;
 use crate::telemetry::Metrics;
 
 pub mod debounce;

@@ -147,7 +147,7 @@ async fn serve(config: statgate::Config) -> anyhow::Result<()> {
     if demo {
         let token = app
             .state()
-            .auth
+            .auth()
             .mint_jwt("alice", std::time::Duration::from_secs(24 * 3600))?;
         println!("{}", demo_banner(&app, &token));
     }

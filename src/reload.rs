@@ -7,7 +7,7 @@
 //! is put in force for new subscriptions, and the signatures in memory move to it (see
 //! `hub::reload`): changed queries are recomputed, removed ones end with an `error` event.
 
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::hub::Reloaded;
 use crate::registry::{Registry, RegistryError};
 

@@ -1,8 +1,8 @@
 //! HTTP endpoints (docs/PROTOCOL.md): subscribe, health, readiness, metrics, the query list, and the
 //! WebSocket route. Handlers are thin: they parse, call the domain modules, and map errors
-//! through [`error::ApiError`].
+//! through [`crate::error::ApiError`].
 
-pub mod error;
+
 mod subscribe;
 
 use std::time::Duration;
@@ -15,13 +15,15 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::app::AppState;
-use error::ApiError;
+use crate::state::AppState;
+use crate::error::ApiError;
 
-pub fn router(state: AppState) -> Router {
+/// The gateway's routes, with `extra` routes the application mounts beside them (demo mode's
+/// page and endpoints), behind one fallback, body limit, time limit and CORS policy.
+pub fn router(state: AppState, extra: Router<AppState>) -> Router {
     let body_limit = state.config.limits.max_body_bytes;
     let request_timeout = state.config.limits.request_timeout;
-    let mut router = Router::new()
+    let router = Router::new()
         .route("/realtime/subscribe", post(subscribe::subscribe))
         .route(
             "/realtime/subscribe/batch",
@@ -31,11 +33,8 @@ pub fn router(state: AppState) -> Router {
         .route("/realtime/queries", get(queries))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics));
-    // The demo page and its write endpoints exist only in demo mode (see `crate::demo`).
-    if state.config.demo {
-        router = router.merge(crate::demo::router(state.clone()));
-    }
+        .route("/metrics", get(metrics))
+        .merge(extra);
     let cors = cors_layer(&state.config.cors_origins);
     router
         .fallback(not_found)

@@ -24,8 +24,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::error::ApiError;
-use crate::app::AppState;
+use crate::error::ApiError;
+use crate::state::AppState;
 use crate::auth::{bearer, AuthError, Claims};
 use crate::telemetry::OutcomeLabel;
 use crate::ws::protocol::PROTOCOL;

@@ -36,7 +36,7 @@ pub use outbox::Outbox;
 pub use reload::Reloaded;
 
 use crate::matcher::Matcher;
-use crate::recompute::Scheduler;
+use crate::scheduler::Scheduler;
 use crate::registry::Query;
 use crate::telemetry::Metrics;
 

@@ -19,9 +19,9 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use super::protocol::{self, close_frame, ClientFrame, CloseReason};
 use super::{verify_subscription, VerifiedSubscription};
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::auth::{now_secs, AuthError, Claims};
-use crate::http::error::ApiError;
+use crate::error::ApiError;
 use crate::hub::{Hub, Outbox, Signature, SignatureRefused};
 use crate::telemetry::ScopeLabel;
 

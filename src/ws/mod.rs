@@ -20,9 +20,9 @@ use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::auth::{bearer, AuthError, Claims, TokenClaims};
-use crate::http::error::ApiError;
+use crate::error::ApiError;
 use crate::registry::args::CanonicalArgs;
 use crate::registry::Query as RegistryQuery;
 

@@ -468,7 +468,7 @@ async fn parity_under_two_concurrent_writers_reports_no_false_divergence_and_sti
         }));
         posts.push(post);
     }
-    let metrics = &app.state.metrics;
+    let metrics = &app.state.metrics();
     let label = metrics.query("posts/stats/commentCount");
     let checks = || metrics.parity_checks.get_or_create(&label).get();
     let divergences = || metrics.parity_divergences.get_or_create(&label).get();

@@ -115,7 +115,7 @@ async fn the_post_list_and_the_token_are_for_the_demo_user() {
     let (status, body) = app.demo(reqwest::Method::GET, "/demo/api/token").await;
     assert_eq!(status, 200, "{body}");
     let jwt = body["authToken"].as_str().expect("authToken");
-    let claims = app.state.auth.verify_jwt(jwt).expect("a valid JWT");
+    let claims = app.state.auth().verify_jwt(jwt).expect("a valid JWT");
     assert_eq!(claims.user, "alice");
 }
 

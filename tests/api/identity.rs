@@ -458,7 +458,7 @@ async fn a_provider_down_at_start_up_and_later_is_survived_with_the_cached_keys(
 
     // Down again: a fetch fails with an error, and the cached keys keep working.
     provider.set_up(false);
-    let key_set = app.state.auth.key_set().expect("a key set");
+    let key_set = app.state.auth().key_set().expect("a key set");
     let err = key_set.refresh().await.expect_err("the provider is down");
     assert!(err.to_string().contains("503"), "{err}");
     assert_accepted(&app, &jwt, "the cached key while the provider is down").await;
@@ -546,7 +546,7 @@ async fn the_user_claim_names_the_user_for_tokens_limits_and_auth_rules() {
     crate::helpers::assert_pong(&mut ws, "alice's socket is served").await;
     drop(ws);
     wait_until(WAIT, "alice's socket is released", || {
-        app.state.metrics.connections.get() == 0
+        app.state.metrics().connections.get() == 0
     })
     .await;
 }

@@ -279,7 +279,7 @@ async fn an_expiring_jwt_closes_with_4001_unless_refreshed_by_the_same_user() {
     let app = TestApp::spawn().await;
     let short = |user: &str| {
         app.state
-            .auth
+            .auth()
             .mint_jwt(user, Duration::from_secs(2))
             .expect("jwt")
     };
@@ -515,7 +515,7 @@ async fn a_subscription_whose_auth_rule_the_sockets_jwt_fails_is_forbidden() {
     // key, or a token signed before the rule existed, would be): the socket checks the rule.
     let (token, _) = app
         .state
-        .auth
+        .auth()
         .sign_token("mallory", DAILY_COUNT, ALICE_STEPS);
     assert_eq!(
         app.upgrade(&app.jwt("mallory"), Some(&token)).await,
@@ -534,7 +534,7 @@ async fn a_subscription_whose_auth_rule_the_sockets_jwt_fails_is_forbidden() {
     assert_eq!(reply["event"], "error", "{reply}");
     assert_eq!(reply["payload"]["code"], "forbidden", "{reply}");
     assert_eq!(reply["payload"]["id"], 7);
-    assert!(app.state.hub.is_empty(), "nothing was attached");
+    assert!(app.state.hub().is_empty(), "nothing was attached");
 
     // Alice herself subscribes as before.
     let args: serde_json::Value = serde_json::from_str(ALICE_STEPS).expect("args");
@@ -609,7 +609,7 @@ async fn an_auth_frame_whose_claims_fail_a_rule_drops_that_subscription_with_for
     let refreshed = wait_for(&mut ws, WAIT, |e| e["event"] == "authenticated").await;
     assert_eq!(refreshed["payload"]["id"], 2);
     crate::helpers::wait_until(WAIT, "the guarded signature left the hub", || {
-        app.state.metrics.subscriptions.get() == 1
+        app.state.metrics().subscriptions.get() == 1
     })
     .await;
     send_json(

@@ -399,7 +399,7 @@ async fn a_jwt_not_valid_yet_or_with_a_critical_header_is_unauthorized() {
         &header,
         &claims,
         &jsonwebtoken::EncodingKey::from_secret(
-            app.state.config.jwt_secrets[0].expose().as_bytes(),
+            app.state.config().jwt_secrets[0].expose().as_bytes(),
         ),
     )
     .expect("jwt");
