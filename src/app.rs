@@ -19,13 +19,13 @@ use crate::auth::Authenticator;
 use crate::config::{ChangeFeed, Config};
 use crate::db::{self, DatabaseHandle, DbError};
 use crate::hub::Hub;
-use crate::listener::table::{self, FeedError, TablePoller};
+use crate::listener::table::{self, FeedError};
 use crate::listener::unrecorded::UnrecordedChanges;
-use crate::listener::{self, Listener, ListenerStatus};
+use crate::listener::{Canary, ListenerStatus, NotifyFeed, Supervisor, TableFeed};
 use crate::matcher::Matcher;
 use crate::recompute::Recompute;
-use crate::scheduler::Scheduler;
 use crate::registry::{Registry, RegistryError, SharedRegistry};
+use crate::scheduler::Scheduler;
 pub use crate::state::AppState;
 use crate::telemetry::Metrics;
 
@@ -48,7 +48,6 @@ pub enum StartError {
     #[error(transparent)]
     Feed(#[from] FeedError),
 }
-
 
 pub struct Application {
     state: AppState,
@@ -138,30 +137,18 @@ impl Application {
         });
 
         let feed = match config.change_feed {
-            ChangeFeed::Notify => tokio::spawn(
-                Listener {
-                    database_url: database.url.clone(),
-                    events: events_tx,
-                    status: status.clone(),
-                    metrics: metrics.clone(),
-                    canary: (!config.feed_canary.is_zero()).then(|| listener::Canary {
-                        pool: pool.clone(),
-                        every: config.feed_canary,
-                        gateway_id: format!("{:016x}", rand::random::<u64>()),
-                    }),
-                }
-                .run(shutdown.clone()),
-            ),
-            ChangeFeed::Table => tokio::spawn(
-                TablePoller {
-                    database_url: database.url.clone(),
-                    interval: config.feed_poll,
-                    events: events_tx,
-                    status: status.clone(),
-                    metrics: metrics.clone(),
-                }
-                .run(shutdown.clone()),
-            ),
+            ChangeFeed::Notify => {
+                let canary = (!config.feed_canary.is_zero())
+                    .then(|| Canary::new(pool.clone(), config.feed_canary));
+                let feed = NotifyFeed::new(database.url.clone(), metrics.clone(), canary);
+                let supervisor = Supervisor::new(feed, events_tx, status.clone(), metrics.clone());
+                tokio::spawn(supervisor.run(shutdown.clone()))
+            }
+            ChangeFeed::Table => {
+                let feed = TableFeed::new(database.url.clone(), config.feed_poll, metrics.clone());
+                let supervisor = Supervisor::new(feed, events_tx, status.clone(), metrics.clone());
+                tokio::spawn(supervisor.run(shutdown.clone()))
+            }
         };
         let recompute = Recompute {
             pool: read_pool.clone(),
@@ -175,7 +162,7 @@ impl Application {
         };
         let mut tasks = vec![
             feed,
-            tokio::spawn(listener::dispatch(
+            tokio::spawn(crate::dispatch::dispatch(
                 events_rx,
                 matcher,
                 hub.clone(),

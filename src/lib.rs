@@ -12,6 +12,7 @@ pub mod config;
 pub mod counters;
 pub mod db;
 pub mod demo;
+pub mod dispatch;
 pub mod edge;
 pub mod embedded;
 pub mod error;
@@ -30,5 +31,5 @@ pub mod telemetry;
 pub mod ws;
 
 pub use app::Application;
-pub use state::AppState;
 pub use config::Config;
+pub use state::AppState;

@@ -18,8 +18,8 @@ use std::sync::Arc;
 
 use axum::Router;
 
-use crate::state::AppState;
 use crate::error::ApiError;
+use crate::state::AppState;
 pub use traffic::{Traffic, TrafficStatus, MAX_RATE};
 
 /// The demo user: the page subscribes as `alice`, and her JWT is minted by the demo endpoint.

@@ -19,8 +19,8 @@ use serde_json::{json, Value};
 use super::{
     assets, parse_post_id, writes, DemoError, DemoState, TrafficStatus, DEMO_USER, MAX_RATE,
 };
-use crate::state::AppState;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// How long the page's demo JWT lives; the page fetches a fresh one on every (re)connect.
 const DEMO_JWT_TTL: Duration = Duration::from_secs(24 * 3600);

@@ -2,7 +2,6 @@
 //! WebSocket route. Handlers are thin: they parse, call the domain modules, and map errors
 //! through [`crate::error::ApiError`].
 
-
 mod subscribe;
 
 use std::time::Duration;
@@ -15,8 +14,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::state::AppState;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// The gateway's routes, with `extra` routes the application mounts beside them (demo mode's
 /// page and endpoints), behind one fallback, body limit, time limit and CORS policy.

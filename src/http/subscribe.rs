@@ -24,9 +24,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::auth::{bearer, AuthError, Claims};
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::auth::{bearer, AuthError, Claims};
 use crate::telemetry::OutcomeLabel;
 use crate::ws::protocol::PROTOCOL;
 

@@ -36,8 +36,8 @@ pub use outbox::Outbox;
 pub use reload::Reloaded;
 
 use crate::matcher::Matcher;
-use crate::scheduler::Scheduler;
 use crate::registry::Query;
+use crate::scheduler::Scheduler;
 use crate::telemetry::Metrics;
 
 /// One active signature.

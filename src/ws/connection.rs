@@ -19,10 +19,10 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use super::protocol::{self, close_frame, ClientFrame, CloseReason};
 use super::{verify_subscription, VerifiedSubscription};
-use crate::state::AppState;
 use crate::auth::{now_secs, AuthError, Claims};
 use crate::error::ApiError;
 use crate::hub::{Hub, Outbox, Signature, SignatureRefused};
+use crate::state::AppState;
 use crate::telemetry::ScopeLabel;
 
 /// How long a close frame may take to go out before the socket is simply dropped.

@@ -20,11 +20,11 @@ use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use crate::state::AppState;
 use crate::auth::{bearer, AuthError, Claims, TokenClaims};
 use crate::error::ApiError;
 use crate::registry::args::CanonicalArgs;
 use crate::registry::Query as RegistryQuery;
+use crate::state::AppState;
 
 /// Socket buffers are sized for small JSON frames, not tungstenite's 128 KiB default: idle
 /// sockets are the common case and their memory adds up. tungstenite zeroes the free part of

@@ -703,7 +703,10 @@ async fn a_panic_in_one_connections_task_closes_only_that_connection() {
     wait_until(
         Duration::from_secs(10),
         "the panicked connection released its gauge and subscription",
-        || app.state.metrics().connections.get() == 1 && app.state.metrics().subscriptions.get() == 1,
+        || {
+            app.state.metrics().connections.get() == 1
+                && app.state.metrics().subscriptions.get() == 1
+        },
     )
     .await;
     let health = app
