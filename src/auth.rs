@@ -99,7 +99,7 @@ pub struct TokenClaims {
 
 impl TokenClaims {
     pub fn signature(&self) -> String {
-        format!("{}::{}", self.query, self.args)
+        crate::wire::signature(&self.query, &self.args)
     }
 }
 

@@ -28,6 +28,7 @@ pub mod reload;
 pub mod scheduler;
 pub mod state;
 pub mod telemetry;
+pub mod wire;
 pub mod ws;
 
 pub use app::Application;

@@ -28,7 +28,7 @@ use crate::auth::{bearer, AuthError, Claims};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::telemetry::OutcomeLabel;
-use crate::ws::protocol::PROTOCOL;
+use crate::wire::PROTOCOL;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]

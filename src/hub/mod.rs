@@ -27,7 +27,6 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use axum::extract::ws::Utf8Bytes;
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
-use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -39,6 +38,7 @@ use crate::matcher::Matcher;
 use crate::registry::Query;
 use crate::scheduler::Scheduler;
 use crate::telemetry::Metrics;
+use crate::wire;
 
 /// One active signature.
 pub struct Signature {
@@ -71,21 +71,6 @@ struct SignatureState {
 struct Current {
     hash: [u8; 32],
     frame: Utf8Bytes,
-}
-
-#[derive(Serialize)]
-struct UpdateFrame<'a> {
-    event: &'static str,
-    payload: UpdatePayload<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct UpdatePayload<'a> {
-    query_name: &'a str,
-    signature: &'a str,
-    data: &'a RawValue,
-    version: u64,
 }
 
 impl Signature {
@@ -396,17 +381,12 @@ impl Hub {
             return Published::Unchanged;
         }
         let version = state.version + 1;
-        let query = signature.query();
-        let frame = UpdateFrame {
-            event: "query:update",
-            payload: UpdatePayload {
-                query_name: &query.name,
-                signature: &signature.signature,
-                data: &data,
-                version,
-            },
-        };
-        let frame = Utf8Bytes::from(serde_json::to_string(&frame).unwrap_or_default());
+        let frame = wire::update(
+            &signature.query().name,
+            &signature.signature,
+            &data,
+            version,
+        );
         for outbox in state.subscribers.values() {
             if outbox.push_update(signature.id, frame.clone()) {
                 self.metrics.coalesced_updates.inc();
@@ -434,15 +414,12 @@ impl Hub {
             .inc();
         state.current = None;
         if state.too_large.is_none() {
-            let frame = serde_json::json!({
-                "event": "error",
-                "payload": {
-                    "code": "value_too_large",
-                    "signature": &*signature.signature,
-                    "message": format!("{too_large}: it is not sent until a change brings it within the limit"),
-                }
-            });
-            let frame = Utf8Bytes::from(frame.to_string());
+            let frame = wire::signature_error(
+                &None,
+                "value_too_large",
+                &signature.signature,
+                &format!("{too_large}: it is not sent until a change brings it within the limit"),
+            );
             for outbox in state.subscribers.values() {
                 outbox.forget(signature.id);
                 outbox.push_control(frame.clone());
@@ -458,11 +435,8 @@ impl Hub {
         let mut state = signature.lock();
         state.failures += 1;
         if state.failures == notify_after {
-            let frame = serde_json::json!({
-                "event": "error",
-                "payload": { "code": "recompute_failed", "signature": &*signature.signature, "message": message }
-            });
-            let frame = Utf8Bytes::from(frame.to_string());
+            let frame =
+                wire::signature_error(&None, "recompute_failed", &signature.signature, message);
             for outbox in state.subscribers.values() {
                 outbox.push_control(frame.clone());
             }

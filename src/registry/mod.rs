@@ -114,7 +114,7 @@ impl Query {
     }
 
     pub fn signature(&self, canonical: &CanonicalArgs) -> String {
-        format!("{}::{}", self.name, canonical.json)
+        crate::wire::signature(&self.name, &canonical.json)
     }
 
     /// Checks the `auth` rules against the caller's claims.

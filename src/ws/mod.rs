@@ -7,7 +7,6 @@
 //! token is worth nothing to a caller whose JWT does not pass them.
 
 pub mod connection;
-pub mod protocol;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -113,7 +112,7 @@ pub async fn upgrade(
                 let limits = &state.config.limits;
                 let tracker = state.sockets.clone();
                 upgrade
-                    .protocols([protocol::PROTOCOL])
+                    .protocols([crate::wire::PROTOCOL])
                     .read_buffer_size(READ_BUFFER_BYTES)
                     .write_buffer_size(WRITE_BUFFER_BYTES)
                     .max_message_size(limits.max_frame_bytes)
