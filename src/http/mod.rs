@@ -50,7 +50,8 @@ pub fn router(state: AppState, extra: Router<AppState>) -> Router {
 /// Cross-origin access for browser apps served from another origin than the gateway
 /// (`STATGATE_CORS_ORIGINS`): the subscribe endpoints are called with `fetch`, JSON bodies and an
 /// `Authorization` header, which browsers allow across origins only after a preflight. No
-/// origin listed: no CORS headers at all (same-origin only, the default). WebSockets need none.
+/// origin listed: no origin is allowed (same-origin only, the default). WebSockets need none.
+/// `Retry-After` and `WWW-Authenticate` are exposed, so a page can honour a 429 or a 401.
 fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {
     use axum::http::{HeaderValue, Method};
     use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -70,6 +71,7 @@ fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {
         .allow_origin(allow)
         .allow_methods([Method::GET, Method::POST])
         .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
+        .expose_headers([header::RETRY_AFTER, header::WWW_AUTHENTICATE])
         .max_age(Duration::from_secs(600))
 }
 

@@ -726,6 +726,11 @@ async fn listed_origins_get_cors_answers_and_others_get_none() {
         response.headers()["access-control-allow-origin"],
         "https://app.example.com"
     );
+    let exposed = response.headers()["access-control-expose-headers"]
+        .to_str()
+        .expect("ascii")
+        .to_ascii_lowercase();
+    assert!(exposed.contains("retry-after"), "{exposed}");
 
     let same_origin_only = TestApp::spawn().await;
     let response = same_origin_only
