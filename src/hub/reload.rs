@@ -15,7 +15,8 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::{Hub, Signature};
+use super::fanout::Hub;
+use super::signature::Signature;
 use crate::registry::{Query, Registry};
 use crate::wire;
 

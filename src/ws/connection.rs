@@ -17,7 +17,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::{verify_subscription, VerifiedSubscription};
+use super::subscription::{verify_subscription, VerifiedSubscription};
 use crate::auth::{now_secs, AuthError, Claims};
 use crate::error::ApiError;
 use crate::hub::{Hub, Outbox, Signature, SignatureRefused};
