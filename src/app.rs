@@ -91,24 +91,24 @@ impl Application {
             }
             None => pool.clone(),
         };
-        table::set_database_mode(&pool, config.change_feed).await?;
+        table::set_database_mode(&pool, config.feed.mode).await?;
         if config.demo {
             seed_demo(&pool).await?;
         }
-        let tcp = TcpListener::bind(config.listen)
+        let tcp = TcpListener::bind(config.http.listen)
             .await
             .map_err(|source| StartError::Bind {
-                address: config.listen,
+                address: config.http.listen,
                 source,
             })?;
         let address = tcp.local_addr().map_err(|source| StartError::Bind {
-            address: config.listen,
+            address: config.http.listen,
             source,
         })?;
         tracing::info!(
             %address,
             queries = registry.len(),
-            max_connections = config.limits.max_connections,
+            max_connections = config.http.max_connections,
             "statgate listening"
         );
 
@@ -129,36 +129,36 @@ impl Application {
         let status = Arc::new(ListenerStatus::default());
         let shutdown = CancellationToken::new();
         let (events_tx, events_rx) = mpsc::channel(FEED_CAPACITY);
-        let unrecorded = (!config.unrecorded_check.is_zero()).then(|| UnrecordedChanges {
+        let unrecorded = (!config.feed.unrecorded_check.is_zero()).then(|| UnrecordedChanges {
             pool: pool.clone(),
-            every: config.unrecorded_check,
+            every: config.feed.unrecorded_check,
             events: events_tx.clone(),
             metrics: metrics.clone(),
         });
 
-        let feed = match config.change_feed {
+        let feed = match config.feed.mode {
             ChangeFeed::Notify => {
-                let canary = (!config.feed_canary.is_zero())
-                    .then(|| Canary::new(pool.clone(), config.feed_canary));
+                let canary = (!config.feed.canary.is_zero())
+                    .then(|| Canary::new(pool.clone(), config.feed.canary));
                 let feed = NotifyFeed::new(database.url.clone(), metrics.clone(), canary);
                 let supervisor = Supervisor::new(feed, events_tx, status.clone(), metrics.clone());
                 tokio::spawn(supervisor.run(shutdown.clone()))
             }
             ChangeFeed::Table => {
-                let feed = TableFeed::new(database.url.clone(), config.feed_poll, metrics.clone());
+                let feed = TableFeed::new(database.url.clone(), config.feed.poll, metrics.clone());
                 let supervisor = Supervisor::new(feed, events_tx, status.clone(), metrics.clone());
                 tokio::spawn(supervisor.run(shutdown.clone()))
             }
         };
         let recompute = Recompute {
             pool: read_pool.clone(),
-            parity_sample_rate: config.parity_sample_rate,
+            parity_sample_rate: config.recompute.parity_sample_rate,
             hub: hub.clone(),
             scheduler: scheduler.clone(),
             metrics: metrics.clone(),
-            batch_size: config.recompute_batch,
-            concurrency: config.recompute_concurrency,
-            window: config.recompute_window,
+            batch_size: config.recompute.batch,
+            concurrency: config.recompute.concurrency,
+            window: config.recompute.window,
         };
         let mut tasks = vec![
             feed,
@@ -238,8 +238,8 @@ impl Application {
             axum::Router::new()
         };
         let router = crate::http::router(state.clone(), demo);
-        let grace = state.config.shutdown_grace;
-        let deadline = crate::edge::Edge::new(&state.config.limits, state.metrics.clone())
+        let grace = state.config.http.shutdown_grace;
+        let deadline = crate::edge::Edge::new(&state.config.http, state.metrics.clone())
             .serve(tcp, router, state.shutdown.clone(), grace)
             .await;
         state.shutdown.cancel();

@@ -59,18 +59,22 @@ impl Authenticator {
     /// The authenticator of a gateway. Its key set, if any, starts empty: the caller loads it
     /// and keeps it fresh with [`KeySet::start`].
     pub fn new(config: &Config) -> Self {
-        let key_set = config.jwks.as_ref().map(|jwks| Arc::new(KeySet::new(jwks)));
+        let key_set = config
+            .auth
+            .jwks
+            .as_ref()
+            .map(|jwks| Arc::new(KeySet::new(jwks)));
         Self::build(
             JwtVerifier::new(
-                &config.jwt_secrets,
+                &config.auth.jwt_secrets,
                 key_set,
-                config.jwt_audience.as_deref(),
-                config.jwt_issuer.as_deref(),
-                &config.jwt_user_claim,
+                config.auth.jwt_audience.as_deref(),
+                config.auth.jwt_issuer.as_deref(),
+                &config.auth.jwt_user_claim,
             ),
-            &config.jwt_secrets,
-            &config.token_secrets,
-            config.token_ttl,
+            &config.auth.jwt_secrets,
+            &config.auth.token_secrets,
+            config.auth.token_ttl,
         )
     }
 

@@ -21,7 +21,7 @@ use crate::state::AppState;
 /// page and endpoints), behind one fallback, body limit, time limit and CORS policy.
 pub fn router(state: AppState, extra: Router<AppState>) -> Router {
     let body_limit = state.config.limits.max_body_bytes;
-    let request_timeout = state.config.limits.request_timeout;
+    let request_timeout = state.config.http.request_timeout;
     let router = Router::new()
         .route("/realtime/subscribe", post(subscribe::subscribe))
         .route(
@@ -34,7 +34,7 @@ pub fn router(state: AppState, extra: Router<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(extra);
-    let cors = cors_layer(&state.config.cors_origins);
+    let cors = cors_layer(&state.config.http.cors_origins);
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

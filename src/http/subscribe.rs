@@ -336,7 +336,7 @@ fn is_json(headers: &HeaderMap) -> bool {
 
 /// `STATGATE_PUBLIC_URL` when set, else the request's Host (and `X-Forwarded-Proto`).
 fn websocket_url(state: &AppState, headers: &HeaderMap) -> String {
-    if let Some(public) = &state.config.public_url {
+    if let Some(public) = &state.config.http.public_url {
         let ws = public
             .replacen("https://", "wss://", 1)
             .replacen("http://", "ws://", 1);

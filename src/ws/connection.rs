@@ -189,7 +189,7 @@ impl Connection {
     }
 
     async fn event_loop(&mut self, socket: &mut WebSocket) -> Exit {
-        let interval = self.state.config.heartbeat;
+        let interval = self.state.config.http.heartbeat;
         let mut heartbeat = tokio::time::interval_at(Instant::now() + interval, interval);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut last_seen = Instant::now();

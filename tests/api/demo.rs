@@ -293,7 +293,7 @@ async fn traffic_stops_at_shutdown() {
 async fn the_connection_that_checked_the_registry_still_recomputes() {
     let app = TestApp::spawn_with(|config| {
         config.demo = true;
-        config.pool_size = 1;
+        config.recompute.pool_size = 1;
     })
     .await;
     let post = app.new_post().await;

@@ -13,7 +13,7 @@ use crate::helpers::{converge_to, read_until, wait_for, wait_until, TestApp};
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn spawn_table_mode() -> TestApp {
-    TestApp::spawn_with(|config| config.change_feed = ChangeFeed::Table).await
+    TestApp::spawn_with(|config| config.feed.mode = ChangeFeed::Table).await
 }
 
 /// Rows of `statgate.changes` about `post_stats` (a comment also changes the example's
@@ -112,7 +112,7 @@ async fn changes_made_while_no_gateway_runs_are_read_when_one_starts() {
         panic!("tests use an external database");
     };
     let second = TestApp::spawn_on(url.expose().to_owned(), db, |config| {
-        config.change_feed = ChangeFeed::Table
+        config.feed.mode = ChangeFeed::Table
     })
     .await;
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -136,7 +136,7 @@ async fn two_table_mode_gateways_on_one_database_both_see_every_change() {
         panic!("tests use an external database");
     };
     let two = TestApp::spawn_on(url.expose().to_owned(), one.db.clone(), |config| {
-        config.change_feed = ChangeFeed::Table
+        config.feed.mode = ChangeFeed::Table
     })
     .await;
     let post = one.new_post().await;

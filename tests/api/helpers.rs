@@ -283,7 +283,7 @@ impl TestApp {
 
     /// A JWT with exactly these claims, signed with the gateway's (first) secret.
     pub fn sign_jwt(&self, claims: Value) -> String {
-        let secret = self.state.config().jwt_secrets[0].expose();
+        let secret = self.state.config().auth.jwt_secrets[0].expose();
         jsonwebtoken::encode(
             &jsonwebtoken::Header::default(),
             &claims,

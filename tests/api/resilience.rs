@@ -192,8 +192,8 @@ fn survive_outages(name: &str, feed: ChangeFeed, rounds: usize) -> Vec<String> {
     let ((), lines) = run_with_captured_logs("statgate=info", async {
         let (mut private, db) = PrivateServer::start(name).await;
         let app = TestApp::spawn_on(private.url.clone(), db, |config| {
-            config.feed_canary = Duration::from_secs(1);
-            config.change_feed = feed;
+            config.feed.canary = Duration::from_secs(1);
+            config.feed.mode = feed;
         })
         .await;
         let posts = posts(&app, rounds * 2 + 1).await;
@@ -394,7 +394,8 @@ async fn a_notify_flood_from_a_role_without_grants_costs_a_handful_of_bulk_recom
 
 #[tokio::test]
 async fn server_pings_keep_a_reading_client_and_close_a_silent_one_with_4000() {
-    let app = TestApp::spawn_with(|config| config.heartbeat = Duration::from_millis(300)).await;
+    let app =
+        TestApp::spawn_with(|config| config.http.heartbeat = Duration::from_millis(300)).await;
     let (token, _) = app
         .subscribe("u1", "posts/stats/commentCount", json!({"postId": 1}))
         .await;
@@ -506,7 +507,7 @@ async fn sigterm_closes_sockets_with_1001_and_the_binary_exits_0() {
     let base = format!("http://127.0.0.1:{port}");
     wait_until_ready(&http, &base, WAIT).await;
     let mut config = statgate::Config::for_tests(url.clone(), crate::helpers::queries_dir());
-    config.jwt_secrets = vec![statgate::config::Secret::new(jwt_secret)];
+    config.auth.jwt_secrets = vec![statgate::config::Secret::new(jwt_secret)];
     let jwt = statgate::auth::Authenticator::new(&config)
         .mint_jwt("u1", Duration::from_secs(600))
         .expect("jwt");
@@ -543,7 +544,7 @@ async fn sigterm_closes_sockets_with_1001_and_the_binary_exits_0() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listener_that_silently_stops_delivering_is_found_by_the_canary_and_replaced() {
-    let app = TestApp::spawn_with(|config| config.feed_canary = Duration::from_millis(300)).await;
+    let app = TestApp::spawn_with(|config| config.feed.canary = Duration::from_millis(300)).await;
     let posts = posts(&app, 2).await;
     let mut watchers = Watchers::open(&app, &posts).await;
     let backends = listener_backends(&app.db).await;
@@ -721,8 +722,8 @@ async fn a_panic_in_one_connections_task_closes_only_that_connection() {
 #[tokio::test]
 async fn an_exhausted_pool_holds_back_neither_the_listener_nor_the_canary() {
     let app = TestApp::spawn_with(|config| {
-        config.pool_size = 2;
-        config.feed_canary = Duration::from_secs(2);
+        config.recompute.pool_size = 2;
+        config.feed.canary = Duration::from_secs(2);
     })
     .await;
     let post = app.new_post().await;

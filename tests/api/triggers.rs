@@ -332,8 +332,8 @@ async fn a_gateway_role_with_the_documented_grants_serves_without_owning_statgat
         let as_gateway = format!("{scheme}://{gateway}@{host}");
         let app = TestApp::spawn_on(as_gateway, db, |config| {
             config.migrate = false;
-            config.change_feed = feed;
-            config.unrecorded_check = Duration::from_millis(200);
+            config.feed.mode = feed;
+            config.feed.unrecorded_check = Duration::from_millis(200);
         })
         .await;
         let post = app.new_post().await;
@@ -384,7 +384,7 @@ async fn a_poller_that_may_not_read_the_change_table_backs_off_and_is_not_ready(
         crate::helpers::queries_dir(),
     );
     config.migrate = false;
-    config.change_feed = ChangeFeed::Table;
+    config.feed.mode = ChangeFeed::Table;
     let app = statgate::Application::build(config)
         .await
         .expect("the gateway starts");
