@@ -15,8 +15,8 @@
 //! Authentication is `trust` on loopback, so any local user can connect as superuser: right for a
 //! demo or a test, and the reason production sets `DATABASE_URL`.
 //!
-//! The parts: [`binaries`] finds the installation, [`data_dir`] owns the directory (its lock,
-//! its owner, relocation as root), [`process`] runs `initdb`, `pg_ctl` and `psql`.
+//! The parts: `binaries` finds the installation, `data_dir` owns the directory (its lock,
+//! its owner, relocation as root), `process` runs `initdb`, `pg_ctl` and `psql`.
 
 mod binaries;
 mod command;

@@ -105,7 +105,7 @@ pub enum Key {
 }
 
 /// Reads a JSON value (an arg's canonical value or a payload value) as a key of `kind`.
-/// `None` means "cannot tell"; JSON null is reported separately by [`is_null`].
+/// `None` means "cannot tell"; callers check JSON null themselves (`Value::is_null`) before asking.
 pub fn key_of(kind: KeyKind, value: &Value) -> Option<Key> {
     match (kind, value) {
         (KeyKind::Int, Value::Number(n)) => n
