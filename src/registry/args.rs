@@ -10,6 +10,8 @@ use std::fmt;
 use chrono::{DateTime, Datelike, NaiveDate, SecondsFormat, Utc};
 use serde_json::{Map, Number, Value};
 
+use crate::matcher::KeyKind;
+
 /// Default maximum length of a text arg, in characters.
 pub const DEFAULT_MAX_LENGTH: usize = 1024;
 /// Default maximum number of elements of an array arg.
@@ -31,6 +33,19 @@ pub enum BaseType {
 }
 
 impl BaseType {
+    /// How the matcher compares values of this type (it knows keys, not SQL types).
+    pub fn key_kind(self) -> KeyKind {
+        match self {
+            BaseType::Int4 | BaseType::Int8 => KeyKind::Int,
+            BaseType::Float8 | BaseType::Numeric => KeyKind::Num,
+            BaseType::Text => KeyKind::Text,
+            BaseType::Uuid => KeyKind::Uuid,
+            BaseType::Bool => KeyKind::Bool,
+            BaseType::Date => KeyKind::Date,
+            BaseType::Timestamptz => KeyKind::Time,
+        }
+    }
+
     pub fn parse(name: &str) -> Option<Self> {
         Some(match name {
             "int4" => Self::Int4,
