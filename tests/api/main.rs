@@ -8,6 +8,7 @@ mod demo;
 mod edge;
 mod feed;
 mod frames;
+mod golden;
 mod helpers;
 mod identity;
 mod load;

@@ -187,7 +187,7 @@ async fn a_counter_sends_for_its_in_place_updates_what_its_watch_would_have_sent
         let name = name.to_owned();
         async move {
             sqlx::query_scalar::<_, bool>(
-                "select prosrc like '%send_change%' from pg_proc where proname = 'counter_' || $1",
+                "select prosrc like '%statgate.claim%' from pg_proc where proname = 'counter_' || $1",
             )
             .bind(name)
             .fetch_one(&db)
@@ -552,7 +552,15 @@ async fn a_database_migrated_before_0008_gets_the_generated_functions_when_it_mi
     let report = statgate::db::migrate(&db, statgate::db::MigrationSet::WithExample)
         .await
         .expect("migrate");
-    assert_eq!(report.applied, vec![("statgate", 8), ("example", 9)]);
+    assert_eq!(
+        report.applied,
+        vec![
+            ("statgate", 8),
+            ("statgate", 9),
+            ("example", 9),
+            ("example", 10)
+        ]
+    );
 
     let watched: Vec<(String, Vec<String>, String)> =
         sqlx::query_as("select tbl::text, columns, generated_for from statgate.watches order by 1")
@@ -590,7 +598,7 @@ async fn a_database_migrated_before_0008_gets_the_generated_functions_when_it_mi
     let in_place: Vec<String> = sqlx::query_scalar(
         "select c.name from statgate.counters c
          join pg_proc p on p.oid = to_regprocedure(statgate.counter_function(c.name) || '()')
-         where p.prosrc like '%send_change%' order by 1",
+         where p.prosrc like '%statgate.claim%' order by 1",
     )
     .fetch_all(&db)
     .await
@@ -633,4 +641,62 @@ async fn a_database_migrated_before_0008_gets_the_generated_functions_when_it_mi
     .await
     .expect("drift");
     assert_eq!(drift, 0);
+}
+
+/// In notify mode a watch function runs as the writer, with the writer's search_path (issue 18:
+/// no pinned search_path, which cost every write a guc save and restore). A function of the
+/// same name in a schema on that path, with parameters that match the call better than
+/// pg_catalog's (a classic hijack: pg_catalog's `format` is variadic "any", `to_json` and
+/// `jsonb_agg` polymorphic), must never be called: every function is qualified. The traps
+/// return a marker instead of failing, so a call would show in the payloads.
+#[tokio::test]
+async fn a_notify_mode_watch_calls_no_function_a_writer_could_shadow() {
+    let (url, db) = fresh_database().await;
+    for ddl in [
+        "create table t (id serial primary key, grp bigint not null, kind text)",
+        "select statgate.watch('t', array['grp', 'kind'])",
+        "insert into posts (id, title, author_id) values (1, 'p', 'a')",
+        // better matches than pg_catalog's for the arguments the watches pass
+        "create function public.format(text, bigint, bigint, json, json) returns text language sql as $$ select 'TRAPPED' $$",
+        "create function public.format(text, bigint, bigint, text, json, json) returns text language sql as $$ select 'TRAPPED' $$",
+        "create function public.format(text, bigint, jsonb, json, json) returns text language sql as $$ select 'TRAPPED' $$",
+        "create function public.format(text, bigint, json, jsonb, jsonb, json, json) returns text language sql as $$ select 'TRAPPED' $$",
+        "create function public.to_json(name) returns json language sql as $$ select '\"TRAPPED\"'::json $$",
+        "create function public.to_json(text) returns json language sql as $$ select '\"TRAPPED\"'::json $$",
+        "create function public.to_jsonb(text) returns jsonb language sql as $$ select '\"TRAPPED\"'::jsonb $$",
+        "create function public.to_jsonb(bigint) returns jsonb language sql as $$ select '\"TRAPPED\"'::jsonb $$",
+        "create function public.trap_agg(jsonb, jsonb) returns jsonb language sql as $$ select '[\"TRAPPED\"]'::jsonb $$",
+        "create aggregate public.jsonb_agg(jsonb) (sfunc = public.trap_agg, stype = jsonb)",
+        "create function public.jsonb_build_object(text, int, text, name, text, name, text, text, text, jsonb, text, jsonb) returns jsonb language sql as $$ select '{\"TRAPPED\": 1}'::jsonb $$",
+        "create function public.jsonb_build_object(text, int, text, name, text, name, text, text, text, boolean, text, bigint) returns jsonb language sql as $$ select '{\"TRAPPED\": 1}'::jsonb $$",
+        "create function public.current_setting(text, boolean) returns text language sql as $$ select 'TRAPPED' $$",
+    ] {
+        sqlx::query(ddl).execute(&db).await.expect(ddl);
+    }
+    let mut listener = PgListener::connect(&url).await.expect("listener");
+    listener.listen("statgate_changes").await.expect("listen");
+    let writes: Vec<String> = [
+        "insert into t (grp, kind) values (1, 'x')",
+        "update t set kind = 'y' where grp = 1",
+        "update t set grp = 2 where grp = 1",
+        "delete from t where grp = 2",
+        "insert into t (grp, kind) select g, 'k' || g from generate_series(1, 50) g",
+        "insert into t (grp, kind) select g, repeat('v', 30) || g from generate_series(1, 3000) g",
+        "insert into comments (post_id, author_id, body) values (1, 'ann', 'x')",
+        "insert into comments (post_id, author_id, body) values (1, 'ann', 'y')",
+    ]
+    .iter()
+    .map(|w| (*w).to_owned())
+    .collect();
+    let sent = notified_by(&db, &mut listener, &writes, "public").await;
+    assert!(sent.len() >= 12, "{sent:?}");
+    assert!(
+        sent.iter()
+            .all(|p| !p.contains("TRAPPED") && p.starts_with('{')),
+        "{sent:?}"
+    );
+    assert!(
+        !sent.iter().any(|p| p.contains("\"overflow\": true")),
+        "every statement fits in one payload or in parts: {sent:?}"
+    );
 }
