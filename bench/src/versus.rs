@@ -2,9 +2,9 @@
 //! baseline server (`bench/baseline-node`), so the two can be compared side by side
 //! (`scripts/bench-versus`, docs/BENCHMARKS.md).
 //!
-//! S sockets with one subscription each, spread evenly over P fresh posts; W writers insert
-//! single comments at R inserts/s in total for D seconds, each on its own posts, so a writer
-//! knows the count each insert makes. For every insert and every socket following its post,
+//! S sockets with one subscription each, spread evenly over P fresh posts; single-comment
+//! inserts fall due at R per second for D seconds and W writers take them, each on its own
+//! posts, so a writer knows the count each insert makes. For every insert and every socket following its post,
 //! the latency runs from the moment the writer had its COMMIT back to the moment the socket
 //! holds a count at least the insert's: a later value covers an earlier one, and a value that
 //! beats the acknowledgement counts as 0. After the writes, the sockets get a bounded settling
@@ -13,6 +13,7 @@
 //! insert and where the CPU went (the machine, the server, PostgreSQL, this generator).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
@@ -20,7 +21,7 @@ use rand::Rng;
 use serde_json::json;
 use sqlx::pool::PoolConnection;
 use sqlx::{PgPool, Postgres};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 
 use super::clients::{self, Arrival, GatewayCounters, ProcessReading, Readers};
 use super::cpu::{self, MachineCpu, ProcStat, TreeCpu};
@@ -54,7 +55,8 @@ pub struct VersusArgs {
     /// Seconds of writing.
     #[arg(long, default_value_t = 20)]
     pub seconds: u64,
-    /// Concurrent writers, one database connection each.
+    /// Concurrent writers, one database connection each: inserts fall due at --rate and go to
+    /// whichever writer is free.
     #[arg(long, default_value_t = 16)]
     pub writers: usize,
     /// Seconds the sockets get, after the writes, to hold their post's count.
@@ -112,7 +114,7 @@ pub async fn run(target: &Target, args: VersusArgs) -> Result<Report, BenchError
     let before = Readings::take(target, args.server, &db, &http, postmaster).await;
 
     let (committed_tx, mut committed) = mpsc::unbounded_channel();
-    let schedule = Schedule::new(args.rate, args.seconds, writers);
+    let schedule = Arc::new(Semaphore::new(0));
     let writer_tasks: Vec<_> = connections
         .into_iter()
         .enumerate()
@@ -124,12 +126,13 @@ pub async fn run(target: &Target, args: VersusArgs) -> Result<Report, BenchError
             tokio::spawn(write(
                 connection,
                 own,
-                schedule.for_writer(w),
+                schedule.clone(),
                 committed_tx.clone(),
             ))
         })
         .collect();
     drop(committed_tx);
+    let releasing = tokio::spawn(release_inserts(schedule, args.rate, args.seconds));
 
     // Writing: commits and arrivals as they come, until every writer has stopped.
     loop {
@@ -143,6 +146,7 @@ pub async fn run(target: &Target, args: VersusArgs) -> Result<Report, BenchError
         }
     }
     let writes_ended = Instant::now();
+    let untaken = releasing.await.unwrap_or(0);
     let mut tally = WriterTally {
         written: 0,
         failed: 0,
@@ -192,6 +196,7 @@ pub async fn run(target: &Target, args: VersusArgs) -> Result<Report, BenchError
         .add("snapshots_missing", snapshots_missing)
         .add("inserts_committed", tally.written)
         .add("inserts_failed", tally.failed)
+        .add("inserts_due_but_not_started", untaken)
         .add(
             "achieved_inserts_per_sec",
             round(tally.written as f64 / args.seconds.max(1) as f64),
@@ -241,42 +246,38 @@ async fn open_sockets(
     }
 }
 
-/// When each writer inserts: every writer at the same pace, their starts spread over one
-/// interval so the inserts are evenly spaced in total.
-#[derive(Clone, Copy)]
-struct Schedule {
-    start: tokio::time::Instant,
-    until: tokio::time::Instant,
-    interval: Duration,
-    writers: usize,
-}
-
-impl Schedule {
-    fn new(rate: u32, seconds: u64, writers: usize) -> Self {
-        let start = tokio::time::Instant::now();
-        Schedule {
-            start,
-            until: start + Duration::from_secs(seconds),
-            interval: Duration::from_secs_f64(writers as f64 / f64::from(rate.max(1))),
-            writers,
+/// The inserts due so far, at exactly `rate` per second from the start: permits on a semaphore
+/// that the writers take, one per insert. Open loop: a slow commit holds up only its own
+/// writer, the others take the inserts that fall due meanwhile, and inserts that no writer was
+/// free to take wait for the next free one. Writing ends after `seconds`; what is still due
+/// then is dropped (and reported).
+async fn release_inserts(schedule: Arc<Semaphore>, rate: u32, seconds: u64) -> u64 {
+    let total = u64::from(rate) * seconds;
+    let started = tokio::time::Instant::now();
+    let until = started + Duration::from_secs(seconds);
+    let mut released = 0u64;
+    let mut ticks = tokio::time::interval(Duration::from_millis(1));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while tokio::time::Instant::now() < until {
+        ticks.tick().await;
+        let due = (started.elapsed().as_secs_f64() * f64::from(rate)) as u64;
+        let due = due.min(total);
+        if due > released {
+            schedule.add_permits((due - released) as usize);
+            released = due;
         }
     }
-
-    fn for_writer(&self, w: usize) -> Schedule {
-        Schedule {
-            start: self.start + self.interval.mul_f64(w as f64 / self.writers as f64),
-            ..*self
-        }
-    }
+    let untaken = schedule.available_permits() as u64;
+    schedule.close();
+    untaken
 }
 
-/// One writer: a single-row insert on one of its own posts (picked at random) per tick, on its
-/// own connection, until the schedule ends. A tick missed while an insert was still running is
-/// skipped, so a slow commit lowers the achieved rate rather than bunching inserts.
+/// One writer: whenever an insert falls due and it is free, a single-row insert on one of its
+/// own posts (picked at random), on its own connection, until the schedule closes.
 async fn write(
     mut connection: PoolConnection<Postgres>,
     own: Vec<(usize, i64)>,
-    schedule: Schedule,
+    schedule: Arc<Semaphore>,
     committed: mpsc::UnboundedSender<Committed>,
 ) -> WriterTally {
     let mut counts: HashMap<usize, i64> = HashMap::new();
@@ -285,16 +286,8 @@ async fn write(
         failed: 0,
         commit: Latencies::new(),
     };
-    let mut ticks = tokio::time::interval_at(schedule.start, schedule.interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep_until(schedule.until) => break,
-            _ = ticks.tick() => {}
-        }
-        if tokio::time::Instant::now() >= schedule.until {
-            break;
-        }
+    while let Ok(due) = schedule.acquire().await {
+        due.forget();
         let (index, post) = own[rand::rng().random_range(0..own.len())];
         let sent = Instant::now();
         match clients::add_comment(&mut *connection, post).await {
