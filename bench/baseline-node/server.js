@@ -45,10 +45,17 @@ listener.on('error', die);
 reader.on('error', die);
 
 // One SELECT of a post's live count; a named statement, so it is parsed once per connection.
-async function countOf(post) {
-  const result = await reader.query({ name: 'comment_count', text: COUNT_SQL, values: [post] });
+// Each waits for the one before (a promise chain): one at a time, in the order asked.
+let previous = Promise.resolve();
+function countOf(post) {
+  const query = previous.then(() =>
+    reader.query({ name: 'comment_count', text: COUNT_SQL, values: [post] }),
+  );
+  previous = query.catch(() => {});
   // bigint arrives as a string; counts stay far below 2^53.
-  return result.rows.length === 0 ? null : Number(result.rows[0].comment_count);
+  return query.then((result) =>
+    result.rows.length === 0 ? null : Number(result.rows[0].comment_count),
+  );
 }
 
 function frame(post, count) {

@@ -43,6 +43,7 @@ impl ProcStat {
 pub struct MachineCpu {
     busy: u64,
     total: u64,
+    cores: usize,
 }
 
 impl MachineCpu {
@@ -59,10 +60,23 @@ impl MachineCpu {
         let [user, nice, system, idle, iowait, irq, softirq, steal] = ticks[..] else {
             return None;
         };
+        let cores = stat
+            .lines()
+            .filter(|line| {
+                line.strip_prefix("cpu")
+                    .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+            })
+            .count();
         Some(MachineCpu {
             busy: user + nice + system + irq + softirq,
             total: user + nice + system + idle + iowait + irq + softirq + steal,
+            cores,
         })
+    }
+
+    /// The cores the counters add up.
+    pub fn cores(&self) -> usize {
+        self.cores
     }
 
     /// The share of all cores that was busy between `before` and this reading, in percent.
@@ -140,5 +154,6 @@ mod tests {
         let busy = after.busy_percent_since(&before);
         assert!((0.0..=100.0).contains(&busy), "{busy}");
         assert!(after.total > before.total);
+        assert!(after.cores() >= 1);
     }
 }

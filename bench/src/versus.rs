@@ -536,27 +536,38 @@ fn add_statements(report: &mut Report, before: &Readings, after: &Readings, inse
 }
 
 fn add_cpu(report: &mut Report, before: &Readings, after: &Readings) {
-    let cores = |b: &Option<ProcessReading>, a: &Option<ProcessReading>| match (b, a) {
-        (Some(b), Some(a)) => json!(round(a.cores_since(b))),
-        _ => json!("n/a"),
+    let process = |b: &Option<ProcessReading>, a: &Option<ProcessReading>| match (b, a) {
+        (Some(b), Some(a)) => Some(a.cores_since(b)),
+        _ => None,
+    };
+    let server = process(&before.server, &after.server);
+    let generator = process(&before.generator, &after.generator);
+    let postgres = match (&before.postgres, &after.postgres) {
+        (Some(b), Some(a)) => Some(a.cores_since(b)),
+        _ => None,
     };
     let machine = match (&before.machine, &after.machine) {
-        (Some(b), Some(a)) => json!(round(a.busy_percent_since(b))),
-        _ => json!("n/a"),
+        (Some(b), Some(a)) => Some((a.busy_percent_since(b), a.cores())),
+        _ => None,
     };
-    let postgres = match (&before.postgres, &after.postgres) {
-        (Some(b), Some(a)) => json!(round(a.cores_since(b))),
-        _ => json!("n/a (not on this machine)"),
+    // What the machine spent beside the three processes of the run (the box may be shared).
+    let others = match (machine, server, postgres, generator) {
+        (Some((busy, cores)), Some(s), Some(p), Some(g)) => {
+            Some(busy / 100.0 * cores as f64 - s - p - g)
+        }
+        _ => None,
     };
+    let shown = |cores: Option<f64>| cores.map_or(json!("n/a"), |c| json!(round(c)));
     report.add(
         "cpu",
         json!({
             "window_secs": round(after.at.duration_since(before.at).as_secs_f64()),
-            "machine_busy_pct": machine,
-            "machine_cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-            "server_cores": cores(&before.server, &after.server),
-            "postgres_cores": postgres,
-            "generator_cores": cores(&before.generator, &after.generator),
+            "machine_busy_pct": shown(machine.map(|(busy, _)| busy)),
+            "machine_cores": machine.map(|(_, cores)| cores),
+            "server_cores": shown(server),
+            "postgres_cores": shown(postgres),
+            "generator_cores": shown(generator),
+            "other_cores": shown(others),
         }),
     );
 }

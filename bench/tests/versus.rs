@@ -134,6 +134,7 @@ fn assert_every_update_delivered(figures: &Value) {
         "server_cores",
         "postgres_cores",
         "generator_cores",
+        "other_cores",
     ] {
         assert!(figures["cpu"][cpu].is_number(), "{cpu}: {figures}");
     }

@@ -25,6 +25,7 @@ COLUMNS = [
     ("server", 6, lambda f: f["cpu"]["server_cores"]),
     ("pg", 6, lambda f: f["cpu"]["postgres_cores"]),
     ("gen", 6, lambda f: f["cpu"]["generator_cores"]),
+    ("others", 6, lambda f: f["cpu"].get("other_cores")),
     ("commit p50", 10, lambda f: f["writers_commit"].get("p50_ms")),
     ("commit p99", 10, lambda f: f["writers_commit"].get("p99_ms")),
     ("ins/s", 7, lambda f: f["achieved_inserts_per_sec"]),
@@ -45,7 +46,7 @@ def cell(value, width):
 
 def header():
     print("per run (latency: commit→client over every insert × subscriber; cores: server, "
-          "PostgreSQL, load generator)")
+          "PostgreSQL, load generator, everything else on the machine)")
     print(" ".join(f"{title:>{width}}" for title, width, _ in COLUMNS))
 
 
@@ -80,6 +81,7 @@ def summary(directory):
         ("server cores", lambda f: f["cpu"]["server_cores"], None),
         ("PostgreSQL cores", lambda f: f["cpu"]["postgres_cores"], None),
         ("load generator cores", lambda f: f["cpu"]["generator_cores"], None),
+        ("other processes' cores", lambda f: f["cpu"].get("other_cores"), None),
         ("SQL statements per insert", lambda f: f["statements_per_insert"], None),
         ("updates undelivered", lambda f: f["updates_undelivered"], None),
         ("lost final values", lambda f: f["lost_final_values"], None),
