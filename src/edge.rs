@@ -41,8 +41,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use crate::config::Limits;
-use crate::http::error::{refusal, ApiError};
+use crate::config::HttpConfig;
+use crate::error::{refusal, ApiError};
 use crate::limits::{ConnectionLimits, ConnectionSlot};
 use crate::telemetry::{Metrics, ScopeLabel};
 
@@ -64,14 +64,14 @@ pub struct Edge {
 }
 
 impl Edge {
-    pub fn new(limits: &Limits, metrics: Arc<Metrics>) -> Self {
+    pub fn new(http: &HttpConfig, metrics: Arc<Metrics>) -> Self {
         Edge {
             limits: Arc::new(ConnectionLimits::new(
-                limits.max_connections,
-                limits.max_connections_per_ip,
+                http.max_connections,
+                http.max_connections_per_ip,
             )),
-            header_read_timeout: limits.header_read_timeout,
-            keep_alive_timeout: limits.keep_alive_timeout,
+            header_read_timeout: http.header_read_timeout,
+            keep_alive_timeout: http.keep_alive_timeout,
             metrics,
         }
     }

@@ -3,7 +3,11 @@
 use anyhow::Context;
 use clap::Parser;
 use statgate::auth::Authenticator;
-use statgate::config::{Cli, CodegenTarget, Command};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Subcommand;
+use statgate::config::{parse_duration, Settings};
 use statgate::db::{self, DatabaseHandle};
 use statgate::registry::Registry;
 use statgate::Application;
@@ -14,6 +18,77 @@ use statgate::Application;
 #[cfg(all(unix, not(target_env = "musl")))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "statgate",
+    version,
+    about = "Realtime stat subscriptions over WebSockets, fed by PostgreSQL"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    settings: Settings,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway (the default).
+    Serve,
+    /// Apply statgate's migrations (schema `statgate` only) and exit.
+    Migrate {
+        /// Also apply the example application (posts, comments, reactions, measurements and
+        /// their stats): for trying statgate out, its tests and its benchmarks. Demo mode
+        /// always applies it.
+        #[arg(long)]
+        example: bool,
+    },
+    /// Load the registry and prepare every query against the database.
+    Check,
+    /// Mint a JWT with the configured secret (development only).
+    Token {
+        /// The user id, put in the `sub` claim (and in `STATGATE_JWT_USER_CLAIM`).
+        #[arg(long)]
+        sub: String,
+        /// Lifetime, e.g. `30m`, `1h`, `7d`.
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        ttl: Duration,
+    },
+    /// Generate client types from the registry and the database's column types.
+    Codegen {
+        #[command(subcommand)]
+        target: CodegenTarget,
+    },
+    /// Compare every declared counter and rollup with live SQL; exits 1 on drift.
+    Verify {
+        /// Only this counter (its name in `statgate.counters`).
+        #[arg(long)]
+        counter: Option<String>,
+    },
+    /// Rewrite a counter or rollup from its source table.
+    Refresh {
+        /// The counter's name in `statgate.counters`.
+        name: String,
+    },
+    /// GET PATH from the gateway at STATGATE_LISTEN (a wildcard address on loopback); exits 0
+    /// on a 2xx answer, 1 otherwise. For container HEALTHCHECKs: needs no curl.
+    Healthcheck {
+        /// `/healthz` (the process answers) or `/readyz` (its database connections work).
+        #[arg(default_value = "/healthz")]
+        path: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CodegenTarget {
+    /// TypeScript declarations for `@statgate/client` (migrates first unless `--no-migrate`).
+    Ts {
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -147,7 +222,7 @@ async fn serve(config: statgate::Config) -> anyhow::Result<()> {
     if demo {
         let token = app
             .state()
-            .auth
+            .auth()
             .mint_jwt("alice", std::time::Duration::from_secs(24 * 3600))?;
         println!("{}", demo_banner(&app, &token));
     }

@@ -7,9 +7,9 @@
 //! is put in force for new subscriptions, and the signatures in memory move to it (see
 //! `hub::reload`): changed queries are recomputed, removed ones end with an `error` event.
 
-use crate::app::AppState;
 use crate::hub::Reloaded;
 use crate::registry::{Registry, RegistryError};
+use crate::state::AppState;
 
 /// What a reload changed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

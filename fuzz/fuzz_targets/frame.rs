@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use statgate::auth::Authenticator;
-use statgate::ws::protocol::{self, parse_frame, ClientFrame};
+use statgate::wire::{self as protocol, parse_frame, ClientFrame};
 
 static AUTH: LazyLock<Authenticator> = LazyLock::new(statgate_fuzz::authenticator);
 

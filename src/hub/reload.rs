@@ -15,10 +15,10 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::ws::Utf8Bytes;
-
-use super::{Hub, Signature};
+use super::fanout::Hub;
+use super::signature::Signature;
 use crate::registry::{Query, Registry};
+use crate::wire;
 
 /// What a reload did to the signatures in memory.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -118,13 +118,7 @@ impl Hub {
                 format!("the query changed ({how}): subscribe again"),
             ),
         };
-        let notice = Utf8Bytes::from(
-            serde_json::json!({
-                "event": "error",
-                "payload": { "code": code, "signature": &*signature.signature, "message": message }
-            })
-            .to_string(),
-        );
+        let notice = wire::signature_error(&None, code, &signature.signature, &message);
         let followers = std::mem::take(&mut signature.lock().subscribers);
         for outbox in followers.values() {
             outbox.revoke(id, notice.clone());

@@ -10,7 +10,7 @@
 //! ```
 
 use super::args::ArgSpec;
-use super::Returns;
+use super::query::Returns;
 
 /// The alias of the arg set; a query must not use it for its own tables.
 pub const ARGS_ALIAS: &str = "statgate_args";

@@ -17,13 +17,13 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::protocol::{self, close_frame, ClientFrame, CloseReason};
-use super::{verify_subscription, VerifiedSubscription};
-use crate::app::AppState;
+use super::subscription::{verify_subscription, VerifiedSubscription};
 use crate::auth::{now_secs, AuthError, Claims};
-use crate::http::error::ApiError;
+use crate::error::ApiError;
 use crate::hub::{Hub, Outbox, Signature, SignatureRefused};
+use crate::state::AppState;
 use crate::telemetry::ScopeLabel;
+use crate::wire::{self as protocol, close_frame, ClientFrame, CloseReason};
 
 /// How long a close frame may take to go out before the socket is simply dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -189,7 +189,7 @@ impl Connection {
     }
 
     async fn event_loop(&mut self, socket: &mut WebSocket) -> Exit {
-        let interval = self.state.config.heartbeat;
+        let interval = self.state.config.http.heartbeat;
         let mut heartbeat = tokio::time::interval_at(Instant::now() + interval, interval);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut last_seen = Instant::now();
@@ -529,9 +529,10 @@ impl Connection {
             .collect();
         for (signature, refusal) in forbidden {
             if self.detach(&signature) {
-                self.reply(protocol::subscription_error(
-                    &signature,
+                self.reply(protocol::signature_error(
+                    &None,
                     "forbidden",
+                    &signature,
                     &format!("{refusal}: the new authToken no longer passes this query's auth rules, so the subscription was dropped"),
                 ));
             }

@@ -77,7 +77,7 @@ async fn a_reload_recomputes_changed_queries_ends_removed_ones_and_keeps_the_soc
         .await
         .expect_err("a broken file is refused");
     assert!(refused.to_string().contains("live.toml"), "{refused}");
-    assert_eq!(app.state.metrics.signatures.get(), 2);
+    assert_eq!(app.state.metrics().signatures.get(), 2);
     let still = app
         .post_subscribe(json!({"queryName": "posts/live/reactions", "args": {"postId": post}, "authToken": app.jwt("u1")}))
         .await;
@@ -115,8 +115,8 @@ async fn a_reload_recomputes_changed_queries_ends_removed_ones_and_keeps_the_soc
         .post_subscribe(json!({"queryName": "posts/live/reactions", "args": {"postId": post}, "authToken": app.jwt("u1")}))
         .await;
     assert_eq!(gone.status(), 404);
-    assert_eq!(app.state.metrics.signatures.get(), 2, "count and title");
-    assert_eq!(app.state.metrics.subscriptions.get(), 2);
+    assert_eq!(app.state.metrics().signatures.get(), 2, "count and title");
+    assert_eq!(app.state.metrics().subscriptions.get(), 2);
 }
 
 #[tokio::test]
@@ -143,7 +143,7 @@ async fn a_changed_auth_rule_ends_the_subscriptions_it_governs() {
     assert_eq!(report.signatures.retired, 1);
     let ended = wait_for(&mut ws, WAIT, |event| event["event"] == "error").await;
     assert_eq!(ended["payload"]["code"], "query_changed", "{ended}");
-    assert_eq!(app.state.metrics.subscriptions.get(), 0);
+    assert_eq!(app.state.metrics().subscriptions.get(), 0);
 }
 
 /// The binary itself: SIGHUP reloads (a new query appears), a broken file is refused and the

@@ -399,7 +399,7 @@ async fn a_jwt_not_valid_yet_or_with_a_critical_header_is_unauthorized() {
         &header,
         &claims,
         &jsonwebtoken::EncodingKey::from_secret(
-            app.state.config.jwt_secrets[0].expose().as_bytes(),
+            app.state.config().auth.jwt_secrets[0].expose().as_bytes(),
         ),
     )
     .expect("jwt");
@@ -681,7 +681,7 @@ async fn a_wrong_method_gets_a_json_405() {
 #[tokio::test]
 async fn listed_origins_get_cors_answers_and_others_get_none() {
     let app = TestApp::spawn_with(|config| {
-        config.cors_origins = vec!["https://app.example.com".into()];
+        config.http.cors_origins = vec!["https://app.example.com".into()];
     })
     .await;
     let preflight = |origin: &'static str| {
@@ -726,6 +726,11 @@ async fn listed_origins_get_cors_answers_and_others_get_none() {
         response.headers()["access-control-allow-origin"],
         "https://app.example.com"
     );
+    let exposed = response.headers()["access-control-expose-headers"]
+        .to_str()
+        .expect("ascii")
+        .to_ascii_lowercase();
+    assert!(exposed.contains("retry-after"), "{exposed}");
 
     let same_origin_only = TestApp::spawn().await;
     let response = same_origin_only

@@ -332,8 +332,8 @@ async fn a_gateway_role_with_the_documented_grants_serves_without_owning_statgat
         let as_gateway = format!("{scheme}://{gateway}@{host}");
         let app = TestApp::spawn_on(as_gateway, db, |config| {
             config.migrate = false;
-            config.change_feed = feed;
-            config.unrecorded_check = Duration::from_millis(200);
+            config.feed.mode = feed;
+            config.feed.unrecorded_check = Duration::from_millis(200);
         })
         .await;
         let post = app.new_post().await;
@@ -354,7 +354,7 @@ async fn a_gateway_role_with_the_documented_grants_serves_without_owning_statgat
             "with d as (delete from statgate.changes where false returning 1) select count(*) from d",
         ] {
             sqlx::query(poll)
-                .fetch_one(&app.state.pool)
+                .fetch_one(app.state.pool())
                 .await
                 .unwrap_or_else(|err| panic!("{feed:?}: {poll}: {err}"));
         }
@@ -384,7 +384,7 @@ async fn a_poller_that_may_not_read_the_change_table_backs_off_and_is_not_ready(
         crate::helpers::queries_dir(),
     );
     config.migrate = false;
-    config.change_feed = ChangeFeed::Table;
+    config.feed.mode = ChangeFeed::Table;
     let app = statgate::Application::build(config)
         .await
         .expect("the gateway starts");
@@ -393,8 +393,8 @@ async fn a_poller_that_may_not_read_the_change_table_backs_off_and_is_not_ready(
     let shutdown = app.shutdown_token();
     let running = tokio::spawn(app.run());
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let reconnects = state.metrics.listener_reconnects.get();
-    let resyncs = state.metrics.resyncs.get();
+    let reconnects = state.metrics().listener_reconnects.get();
+    let resyncs = state.metrics().resyncs.get();
     assert!(
         reconnects == 0 && resyncs <= 1,
         "{reconnects} reconnects, {resyncs} resyncs in 3 s"
