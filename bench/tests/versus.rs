@@ -181,6 +181,7 @@ async fn versus_measures_the_baseline_and_the_gateway_alike() {
     let baseline = versus("baseline", &node_url, &baseline_url, pid, &[]).await;
     drop(node);
     assert_every_update_delivered(&baseline);
+    assert_eq!(baseline["label"], "baseline", "{baseline}");
     // One SELECT per NOTIFY, nothing else, in the database's own count (one insert at a time
     // per post, 25 ms apart: no NOTIFY is folded into another).
     assert_eq!(
@@ -200,7 +201,7 @@ async fn versus_measures_the_baseline_and_the_gateway_alike() {
         statgate_url.clone(),
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/blog/queries"),
     );
-    let jwt_secret = config.jwt_secrets[0].expose().to_owned();
+    let jwt_secret = config.auth.jwt_secrets[0].expose().to_owned();
     let app = statgate::Application::build(config)
         .await
         .expect("gateway starts");
