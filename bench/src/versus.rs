@@ -43,6 +43,10 @@ pub struct VersusArgs {
     /// The server at --url (pass its process id as --gateway-pid for its CPU).
     #[arg(long = "target", value_enum)]
     pub server: Server,
+    /// The name this run goes by in the report (default: the target's), to tell apart variants
+    /// of one server, e.g. statgate on a schema with fewer counters.
+    #[arg(long)]
+    pub label: Option<String>,
     /// Sockets, one subscription each.
     #[arg(long, default_value_t = 5000)]
     pub sockets: usize,
@@ -183,9 +187,14 @@ pub async fn run(target: &Target, args: VersusArgs) -> Result<Report, BenchError
         .count();
     let closed_early = readers.stop().await;
 
+    let server_name = format!("{:?}", args.server).to_lowercase();
     let mut report = Report::new("versus");
     report
-        .add("target", format!("{:?}", args.server).to_lowercase())
+        .add(
+            "label",
+            args.label.clone().unwrap_or_else(|| server_name.clone()),
+        )
+        .add("target", server_name)
         .add("sockets", args.sockets)
         .add("posts", posts.len())
         .add("writers", writers)
