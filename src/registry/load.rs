@@ -49,6 +49,7 @@ pub(super) fn parse_file(
         .map_err(|err: toml::de::Error| RegistryError::Toml {
             path: file.to_owned(),
             message: toml_message(text, &err),
+            source: Box::new(err),
         })?;
     let prefix = file.strip_prefix(root).unwrap_or(file).with_extension("");
     let prefix: Vec<String> = prefix
