@@ -17,6 +17,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
+use super::cpu::ProcStat;
 use super::{BenchError, Target};
 
 pub type Socket = WebSocketStream<TcpStream>;
@@ -65,13 +66,14 @@ pub async fn new_posts(db: &PgPool, n: usize) -> Result<Vec<i64>, BenchError> {
 /// Inserts a comment on `post`, written by that post's own author: comments also count per
 /// author (`author_comment_counts`), and one author for every writer would make all writers
 /// wait on that author's counter row.
-pub async fn add_comment(db: &PgPool, post: i64) -> Result<(), BenchError> {
-    sqlx::query("insert into comments (post_id, author_id, body) values ($1, 'bench-' || $1, 'x')")
-        .bind(post)
-        .execute(db)
-        .await?;
+pub async fn add_comment<'e>(db: impl sqlx::PgExecutor<'e>, post: i64) -> Result<(), BenchError> {
+    sqlx::query(ADD_COMMENT_SQL).bind(post).execute(db).await?;
     Ok(())
 }
+
+/// The writers' statement (`add_comment`).
+pub const ADD_COMMENT_SQL: &str =
+    "insert into comments (post_id, author_id, body) values ($1, 'bench-' || $1, 'x')";
 
 pub async fn comment_counts(db: &PgPool, posts: &[i64]) -> Result<Vec<i64>, BenchError> {
     let rows: Vec<(i64, i64)> = sqlx::query_as(
@@ -118,6 +120,17 @@ pub async fn subscribe_posts(
         .collect()
 }
 
+/// The WebSocket subprotocol statgate speaks.
+pub const STATGATE_PROTOCOL: &str = "statgate.realtime.v1";
+
+/// The URL of a statgate socket carrying the subscription `token`, as the user of `jwt`.
+pub fn statgate_ws_url(target: &Target, token: &str, jwt: &str) -> String {
+    format!(
+        "{}/realtime/ws?token={token}&authToken={jwt}",
+        target.url.replacen("http", "ws", 1)
+    )
+}
+
 /// Opens one socket from `source`, with the subscription `token`, and small buffers (the
 /// benchmark holds tens of thousands).
 pub async fn open_socket(
@@ -126,20 +139,29 @@ pub async fn open_socket(
     token: &str,
     jwt: &str,
 ) -> Result<Socket, BenchError> {
+    let ws_url = statgate_ws_url(target, token, jwt);
+    open_socket_at(target, source, &ws_url, Some(STATGATE_PROTOCOL)).await
+}
+
+/// Opens one socket to `ws_url` (on the target's address) from `source`, asking for
+/// `subprotocol` if any, with small buffers.
+pub async fn open_socket_at(
+    target: &Target,
+    source: IpAddr,
+    ws_url: &str,
+    subprotocol: Option<&'static str>,
+) -> Result<Socket, BenchError> {
     let address = gateway_address(target)?;
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(source, 0))?;
     let stream = socket.connect(address).await?;
     stream.set_nodelay(true)?;
-    let ws_url = format!(
-        "{}/realtime/ws?token={token}&authToken={jwt}",
-        target.url.replacen("http", "ws", 1)
-    );
     let mut request = ws_url.into_client_request()?;
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        http_header("statgate.realtime.v1")?,
-    );
+    if let Some(subprotocol) = subprotocol {
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", http_header(subprotocol)?);
+    }
     let config = WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(0)
@@ -178,6 +200,10 @@ pub struct Arrival {
     pub at: Instant,
 }
 
+/// Reads the count (and its version) a text frame carries, or `None` for frames that carry
+/// none: each server under test has its own.
+pub type Decode = fn(&str) -> Option<(i64, u64)>;
+
 #[derive(Deserialize)]
 struct Frame {
     event: String,
@@ -191,13 +217,32 @@ struct UpdatePayload {
     version: u64,
 }
 
+/// statgate's `query:update` frames: the value (a count, else -1) and its version.
+pub fn decode_statgate_update(text: &str) -> Option<(i64, u64)> {
+    let frame = serde_json::from_str::<Frame>(text).ok()?;
+    let payload = frame.payload.filter(|_| frame.event == "query:update")?;
+    Some((payload.data.as_i64().unwrap_or(-1), payload.version))
+}
+
 /// Reads `socket` until `stop`, reporting every `query:update` (server pings are answered by
 /// tungstenite as it reads). Returns whether the socket was still open at the end.
 pub fn spawn_reader(
     index: u32,
+    socket: Socket,
+    arrivals: mpsc::UnboundedSender<Arrival>,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<bool> {
+    spawn_reader_with(index, socket, arrivals, stop, decode_statgate_update)
+}
+
+/// Reads `socket` until `stop`, reporting every frame `decode` reads a count from. Returns
+/// whether the socket was still open at the end.
+pub fn spawn_reader_with(
+    index: u32,
     mut socket: Socket,
     arrivals: mpsc::UnboundedSender<Arrival>,
     stop: CancellationToken,
+    decode: Decode,
 ) -> tokio::task::JoinHandle<bool> {
     tokio::spawn(async move {
         loop {
@@ -210,18 +255,13 @@ pub fn spawn_reader(
             };
             match message {
                 Some(Ok(Message::Text(text))) => {
-                    let Ok(frame) = serde_json::from_str::<Frame>(text.as_str()) else {
+                    let Some((count, version)) = decode(text.as_str()) else {
                         continue;
                     };
-                    let Some(payload) = frame.payload.filter(|_| frame.event == "query:update")
-                    else {
-                        continue;
-                    };
-                    let count = payload.data.as_i64().unwrap_or(-1);
                     let arrival = Arrival {
                         socket: index,
                         count,
-                        version: payload.version,
+                        version,
                         at: Instant::now(),
                     };
                     if arrivals.send(arrival).is_err() {
@@ -251,14 +291,41 @@ impl Readers {
         tokens: &[&str],
     ) -> Result<(Readers, mpsc::UnboundedReceiver<Arrival>), BenchError> {
         let jwt = mint_jwt(target, BENCH_USER)?;
+        let ws_urls: Vec<String> = tokens
+            .iter()
+            .map(|token| statgate_ws_url(target, token, &jwt))
+            .collect();
+        Self::open_urls(
+            target,
+            &ws_urls,
+            Some(STATGATE_PROTOCOL),
+            decode_statgate_update,
+        )
+        .await
+    }
+
+    /// Opens one socket per URL (socket `i` opens URL `i` and reports as `i`; source addresses
+    /// rotate), each read from the moment it is open and its frames read with `decode`.
+    pub async fn open_urls(
+        target: &Target,
+        ws_urls: &[String],
+        subprotocol: Option<&'static str>,
+        decode: Decode,
+    ) -> Result<(Readers, mpsc::UnboundedReceiver<Arrival>), BenchError> {
         let (arrivals_tx, arrivals) = mpsc::unbounded_channel();
         let stop = CancellationToken::new();
-        let opens = tokens.iter().enumerate().map(|(i, token)| {
+        let opens = ws_urls.iter().enumerate().map(|(i, ws_url)| {
             let source = target.sources[i % target.sources.len()];
-            let (jwt, arrivals_tx, stop) = (jwt.as_str(), arrivals_tx.clone(), stop.clone());
+            let (arrivals_tx, stop) = (arrivals_tx.clone(), stop.clone());
             async move {
-                let socket = open_socket(target, source, token, jwt).await?;
-                Ok::<_, BenchError>(spawn_reader(i as u32, socket, arrivals_tx, stop))
+                let socket = open_socket_at(target, source, ws_url, subprotocol).await?;
+                Ok::<_, BenchError>(spawn_reader_with(
+                    i as u32,
+                    socket,
+                    arrivals_tx,
+                    stop,
+                    decode,
+                ))
             }
         });
         let opened: Result<Vec<_>, _> = futures_util::stream::iter(opens)
@@ -380,16 +447,11 @@ impl ProcessReading {
         };
         let rss_kib = kib("VmRSS:")?;
         let peak_kib = kib("VmHWM:").unwrap_or(rss_kib);
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // Fields after the command name (which may hold spaces) start after the last ')'.
-        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-        let utime: f64 = fields.get(11)?.parse().ok()?;
-        let stime: f64 = fields.get(12)?.parse().ok()?;
-        let ticks = 100.0; // USER_HZ on Linux
+        let cpu_seconds = ProcStat::read(pid)?.own_cpu_seconds();
         Some(ProcessReading {
             rss_bytes: rss_kib * 1024,
             peak_rss_bytes: peak_kib * 1024,
-            cpu_seconds: (utime + stime) / ticks,
+            cpu_seconds,
             at: Instant::now(),
         })
     }

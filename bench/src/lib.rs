@@ -9,14 +9,17 @@
 //! counts from the gateway's own counters and, when installed, `pg_stat_statements`.
 
 pub mod clients;
+pub mod cpu;
 pub mod fanout;
 pub mod floor;
 pub mod idle;
 pub mod memory;
 pub mod report;
 pub mod spread;
+pub mod statements;
 pub mod storm;
 pub mod subscribe;
+pub mod versus;
 
 use std::net::IpAddr;
 
@@ -106,6 +109,10 @@ pub enum Mode {
     Subscribe(subscribe::SubscribeArgs),
     /// N clients drop and resubscribe at once; time until all hold current values.
     ReconnectStorm(storm::StormArgs),
+    /// The same load against statgate or the hand-written baseline (bench/baseline-node): S
+    /// sockets over P posts, single-row inserts at R/s; commit→client latency, lost values,
+    /// writers' commit latency, statements per insert, CPU.
+    Versus(versus::VersusArgs),
     /// `fanout` against a minimal WebSocket server: what this machine gives without statgate.
     Floor(floor::FloorArgs),
     /// The minimal server `floor` starts (not for direct use).
@@ -122,6 +129,7 @@ impl Mode {
             Mode::Memory(_) => "memory",
             Mode::Subscribe(_) => "subscribe",
             Mode::ReconnectStorm(_) => "reconnect-storm",
+            Mode::Versus(_) => "versus",
             Mode::Floor(_) => "floor",
             Mode::FloorServer(_) => "floor-server",
         }
@@ -139,6 +147,7 @@ pub async fn run(cli: BenchCli) -> Result<Report, BenchError> {
         Mode::Memory(args) => memory::run(&target, args).await,
         Mode::Subscribe(args) => subscribe::run(&target, args).await,
         Mode::ReconnectStorm(args) => storm::run(&target, args).await,
+        Mode::Versus(args) => versus::run(&target, args).await,
         Mode::Floor(args) => floor::run(&target, args).await,
         Mode::FloorServer(_) => Err(BenchError::Setup(
             "floor-server is the server `floor` starts; run it through the binary".into(),
