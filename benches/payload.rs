@@ -1,4 +1,4 @@
-//! Cost of turning one `statgate_changes` payload into a `Change` (SPEC §2).
+//! Cost of turning one `statgate_changes` payload into a `Change` (docs/ARCHITECTURE.md, "The change payload").
 //!
 //! The payloads have the shape `statgate.notify_changes()` builds (migrations/0001): a head,
 //! `rows` with the distinct values of each watched column, and `at`. Sizes: one value, 100

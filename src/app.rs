@@ -1,7 +1,7 @@
 //! Wiring: [`Application::build`] opens the database, migrates, loads and checks the registry,
 //! binds the listener (port 0 works, and [`Application::address`] reports the real one) and
 //! starts the long-lived tasks; [`Application::run`] serves until the shutdown token fires and
-//! then drains (SPEC §6: stop accepting, close sockets with 1001, drain within the deadline,
+//! then drains (docs/ARCHITECTURE.md: stop accepting, close sockets with 1001, drain within the deadline,
 //! stop the listener, stop the embedded server).
 
 use std::net::SocketAddr;
@@ -19,12 +19,14 @@ use crate::auth::Authenticator;
 use crate::config::{ChangeFeed, Config};
 use crate::db::{self, DatabaseHandle, DbError};
 use crate::hub::Hub;
-use crate::listener::table::{self, FeedError, TablePoller};
+use crate::listener::table::{self, FeedError};
 use crate::listener::unrecorded::UnrecordedChanges;
-use crate::listener::{self, Listener, ListenerStatus};
+use crate::listener::{Canary, ListenerStatus, NotifyFeed, Supervisor, TableFeed};
 use crate::matcher::Matcher;
-use crate::recompute::{Recompute, Scheduler};
-use crate::registry::{Registry, RegistryError};
+use crate::recompute::Recompute;
+use crate::registry::{Registry, RegistryError, SharedRegistry};
+use crate::scheduler::Scheduler;
+pub use crate::state::AppState;
 use crate::telemetry::Metrics;
 
 /// Notifications buffered between the listener and the dispatcher.
@@ -45,26 +47,6 @@ pub enum StartError {
     Seed(sqlx::Error),
     #[error(transparent)]
     Feed(#[from] FeedError),
-}
-
-/// Everything a request handler or socket task may need; cheap to clone.
-#[derive(Clone)]
-pub struct AppState {
-    pub config: Arc<Config>,
-    pub registry: Arc<Registry>,
-    pub auth: Arc<Authenticator>,
-    pub pool: PgPool,
-    /// Where recompute queries run: the `DATABASE_READ_URL` replica, or `pool` itself.
-    pub read_pool: PgPool,
-    pub hub: Arc<Hub>,
-    pub metrics: Arc<Metrics>,
-    pub listener: Arc<ListenerStatus>,
-    pub shutdown: CancellationToken,
-    pub sockets: TaskTracker,
-    pub next_socket: Arc<AtomicU64>,
-    pub subscribe_limits: Arc<crate::limits::SubscribeLimits>,
-    pub socket_limits: Arc<crate::limits::SocketLimits>,
-    pub address: SocketAddr,
 }
 
 pub struct Application {
@@ -109,24 +91,24 @@ impl Application {
             }
             None => pool.clone(),
         };
-        table::set_database_mode(&pool, config.change_feed).await?;
+        table::set_database_mode(&pool, config.feed.mode).await?;
         if config.demo {
             seed_demo(&pool).await?;
         }
-        let tcp = TcpListener::bind(config.listen)
+        let tcp = TcpListener::bind(config.http.listen)
             .await
             .map_err(|source| StartError::Bind {
-                address: config.listen,
+                address: config.http.listen,
                 source,
             })?;
         let address = tcp.local_addr().map_err(|source| StartError::Bind {
-            address: config.listen,
+            address: config.http.listen,
             source,
         })?;
         tracing::info!(
             %address,
             queries = registry.len(),
-            max_connections = config.limits.max_connections,
+            max_connections = config.http.max_connections,
             "statgate listening"
         );
 
@@ -147,52 +129,40 @@ impl Application {
         let status = Arc::new(ListenerStatus::default());
         let shutdown = CancellationToken::new();
         let (events_tx, events_rx) = mpsc::channel(FEED_CAPACITY);
-        let unrecorded = (!config.unrecorded_check.is_zero()).then(|| UnrecordedChanges {
+        let unrecorded = (!config.feed.unrecorded_check.is_zero()).then(|| UnrecordedChanges {
             pool: pool.clone(),
-            every: config.unrecorded_check,
+            every: config.feed.unrecorded_check,
             events: events_tx.clone(),
             metrics: metrics.clone(),
         });
 
-        let feed = match config.change_feed {
-            ChangeFeed::Notify => tokio::spawn(
-                Listener {
-                    database_url: database.url.clone(),
-                    events: events_tx,
-                    status: status.clone(),
-                    metrics: metrics.clone(),
-                    canary: (!config.feed_canary.is_zero()).then(|| listener::Canary {
-                        pool: pool.clone(),
-                        every: config.feed_canary,
-                        gateway_id: format!("{:016x}", rand::random::<u64>()),
-                    }),
-                }
-                .run(shutdown.clone()),
-            ),
-            ChangeFeed::Table => tokio::spawn(
-                TablePoller {
-                    database_url: database.url.clone(),
-                    interval: config.feed_poll,
-                    events: events_tx,
-                    status: status.clone(),
-                    metrics: metrics.clone(),
-                }
-                .run(shutdown.clone()),
-            ),
+        let feed = match config.feed.mode {
+            ChangeFeed::Notify => {
+                let canary = (!config.feed.canary.is_zero())
+                    .then(|| Canary::new(pool.clone(), config.feed.canary));
+                let feed = NotifyFeed::new(database.url.clone(), metrics.clone(), canary);
+                let supervisor = Supervisor::new(feed, events_tx, status.clone(), metrics.clone());
+                tokio::spawn(supervisor.run(shutdown.clone()))
+            }
+            ChangeFeed::Table => {
+                let feed = TableFeed::new(database.url.clone(), config.feed.poll, metrics.clone());
+                let supervisor = Supervisor::new(feed, events_tx, status.clone(), metrics.clone());
+                tokio::spawn(supervisor.run(shutdown.clone()))
+            }
         };
         let recompute = Recompute {
             pool: read_pool.clone(),
-            parity_sample_rate: config.parity_sample_rate,
+            parity_sample_rate: config.recompute.parity_sample_rate,
             hub: hub.clone(),
             scheduler: scheduler.clone(),
             metrics: metrics.clone(),
-            batch_size: config.recompute_batch,
-            concurrency: config.recompute_concurrency,
-            window: config.recompute_window,
+            batch_size: config.recompute.batch,
+            concurrency: config.recompute.concurrency,
+            window: config.recompute.window,
         };
         let mut tasks = vec![
             feed,
-            tokio::spawn(listener::dispatch(
+            tokio::spawn(crate::dispatch::dispatch(
                 events_rx,
                 matcher,
                 hub.clone(),
@@ -219,7 +189,7 @@ impl Application {
         let state = AppState {
             auth,
             config: Arc::new(config),
-            registry: Arc::new(registry),
+            registry: Arc::new(SharedRegistry::new(registry)),
             pool,
             read_pool,
             hub,
@@ -261,9 +231,15 @@ impl Application {
             database,
             tasks,
         } = self;
-        let router = crate::http::router(state.clone());
-        let grace = state.config.shutdown_grace;
-        let deadline = crate::edge::Edge::new(&state.config.limits, state.metrics.clone())
+        // The demo page and its write endpoints exist only in demo mode (see `crate::demo`).
+        let demo = if state.config.demo {
+            crate::demo::router(state.clone())
+        } else {
+            axum::Router::new()
+        };
+        let router = crate::http::router(state.clone(), demo);
+        let grace = state.config.http.shutdown_grace;
+        let deadline = crate::edge::Edge::new(&state.config.http, state.metrics.clone())
             .serve(tcp, router, state.shutdown.clone(), grace)
             .await;
         state.shutdown.cancel();

@@ -1,6 +1,6 @@
 //! The TCP edge: accepts connections, holds each to the connection limits, and serves HTTP/1.1
 //! on it with timeouts, so that no client can hold a descriptor for longer than the settings
-//! say (SPEC §8).
+//! say (docs/RELIABILITY.md).
 //!
 //! `axum::serve` has none of these knobs, hence this accept loop over hyper's HTTP/1 server:
 //! - **connection limits** ([`ConnectionLimits`], in all and per peer address): checked at
@@ -41,8 +41,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use crate::config::Limits;
-use crate::http::error::{refusal, ApiError};
+use crate::config::HttpConfig;
+use crate::error::{refusal, ApiError};
 use crate::limits::{ConnectionLimits, ConnectionSlot};
 use crate::telemetry::{Metrics, ScopeLabel};
 
@@ -64,14 +64,14 @@ pub struct Edge {
 }
 
 impl Edge {
-    pub fn new(limits: &Limits, metrics: Arc<Metrics>) -> Self {
+    pub fn new(http: &HttpConfig, metrics: Arc<Metrics>) -> Self {
         Edge {
             limits: Arc::new(ConnectionLimits::new(
-                limits.max_connections,
-                limits.max_connections_per_ip,
+                http.max_connections,
+                http.max_connections_per_ip,
             )),
-            header_read_timeout: limits.header_read_timeout,
-            keep_alive_timeout: limits.keep_alive_timeout,
+            header_read_timeout: http.header_read_timeout,
+            keep_alive_timeout: http.keep_alive_timeout,
             metrics,
         }
     }

@@ -1,4 +1,4 @@
-//! The embedded PostgreSQL that statgate runs when `DATABASE_URL` is unset (SPEC §7), and that
+//! The embedded PostgreSQL that statgate runs when `DATABASE_URL` is unset (README.md, "Configuration"), and that
 //! the tests start: it finds the installed server binaries, creates the data directory with
 //! `initdb` on first use (and reuses it afterwards), and starts, restarts and stops one server
 //! with `pg_ctl`. It owns that server process and its data directory. It must never download

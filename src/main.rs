@@ -3,7 +3,11 @@
 use anyhow::Context;
 use clap::Parser;
 use statgate::auth::Authenticator;
-use statgate::config::{Cli, CodegenTarget, Command};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Subcommand;
+use statgate::config::{parse_duration, Settings};
 use statgate::db::{self, DatabaseHandle};
 use statgate::registry::Registry;
 use statgate::Application;
@@ -14,6 +18,77 @@ use statgate::Application;
 #[cfg(all(unix, not(target_env = "musl")))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "statgate",
+    version,
+    about = "Realtime stat subscriptions over WebSockets, fed by PostgreSQL"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    settings: Settings,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway (the default).
+    Serve,
+    /// Apply statgate's migrations (schema `statgate` only) and exit.
+    Migrate {
+        /// Also apply the example application (posts, comments, reactions, measurements and
+        /// their stats): for trying statgate out, its tests and its benchmarks. Demo mode
+        /// always applies it.
+        #[arg(long)]
+        example: bool,
+    },
+    /// Load the registry and prepare every query against the database.
+    Check,
+    /// Mint a JWT with the configured secret (development only).
+    Token {
+        /// The user id, put in the `sub` claim (and in `STATGATE_JWT_USER_CLAIM`).
+        #[arg(long)]
+        sub: String,
+        /// Lifetime, e.g. `30m`, `1h`, `7d`.
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        ttl: Duration,
+    },
+    /// Generate client types from the registry and the database's column types.
+    Codegen {
+        #[command(subcommand)]
+        target: CodegenTarget,
+    },
+    /// Compare every declared counter and rollup with live SQL; exits 1 on drift.
+    Verify {
+        /// Only this counter (its name in `statgate.counters`).
+        #[arg(long)]
+        counter: Option<String>,
+    },
+    /// Rewrite a counter or rollup from its source table.
+    Refresh {
+        /// The counter's name in `statgate.counters`.
+        name: String,
+    },
+    /// GET PATH from the gateway at STATGATE_LISTEN (a wildcard address on loopback); exits 0
+    /// on a 2xx answer, 1 otherwise. For container HEALTHCHECKs: needs no curl.
+    Healthcheck {
+        /// `/healthz` (the process answers) or `/readyz` (its database connections work).
+        #[arg(default_value = "/healthz")]
+        path: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CodegenTarget {
+    /// TypeScript declarations for `@statgate/client` (migrates first unless `--no-migrate`).
+    Ts {
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -26,8 +101,15 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     raise_open_files_limit();
+    // Demo mode's random secrets live beside its data directory: `token` must read them there.
+    let demo = cli
+        .settings
+        .demo
+        .unwrap_or(cli.settings.database_url.is_none());
     let config = match command {
-        Command::Serve | Command::Token { .. } => cli.settings.into_config()?,
+        Command::Serve => cli.settings.into_config()?,
+        Command::Token { .. } if demo => cli.settings.into_config()?,
+        // `token` signs with STATGATE_JWT_SECRET only; the others sign nothing.
         _ => cli.settings.into_config_without_secrets()?,
     };
     match command {
@@ -131,15 +213,21 @@ where
 
 async fn serve(config: statgate::Config) -> anyhow::Result<()> {
     let demo = config.demo;
+    // Registered first: from here on SIGHUP (a closed terminal, `systemctl reload`) never ends
+    // the process; once the gateway runs, it reloads the registry.
+    let hangups = hangups();
     let app = Application::build(config)
         .await
         .context("statgate could not start")?;
     if demo {
         let token = app
             .state()
-            .auth
+            .auth()
             .mint_jwt("alice", std::time::Duration::from_secs(24 * 3600))?;
         println!("{}", demo_banner(&app, &token));
+    }
+    if let Some(hangups) = hangups {
+        tokio::spawn(reload_on_hangup(hangups, app.state().clone()));
     }
     let shutdown = app.shutdown_token();
     tokio::spawn(async move {
@@ -181,6 +269,51 @@ fn raise_open_files_limit() {
     if let Err(err) = rlimit::increase_nofile_limit(u64::MAX) {
         tracing::warn!(error = %err, "cannot raise the open-files limit");
     }
+}
+
+#[cfg(unix)]
+type Hangups = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangups = std::convert::Infallible;
+
+fn hangups() -> Option<Hangups> {
+    #[cfg(unix)]
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hangups) => Some(hangups),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot handle SIGHUP: it will end the process");
+            None
+        }
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+/// Reloads the registry on every SIGHUP; a registry that fails its checks leaves the one in
+/// force as it was.
+#[cfg(unix)]
+async fn reload_on_hangup(mut hangups: Hangups, state: statgate::AppState) {
+    while hangups.recv().await.is_some() {
+        tracing::info!("SIGHUP received, reloading the registry");
+        match statgate::reload::reload_registry(&state).await {
+            Ok(report) => tracing::info!(
+                added = report.added,
+                changed = report.changed,
+                removed = report.removed,
+                resynced = report.signatures.resynced,
+                ended = report.signatures.retired,
+                "registry reloaded"
+            ),
+            Err(err) => {
+                tracing::error!(error = %err, "registry reload refused; the previous registry stays in force")
+            }
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn reload_on_hangup(hangups: Hangups, _state: statgate::AppState) {
+    match hangups {}
 }
 
 async fn wait_for_signal() {

@@ -1,10 +1,8 @@
-//! Recompute: turn "these signatures may have changed" into fresh values (SPEC §6).
+//! Recompute: turn "these signatures may have changed" into fresh values (docs/ARCHITECTURE.md).
 //!
-//! The [`Scheduler`] guarantees at most one run per signature at a time: a signature marked
-//! due while it runs is re-run once when the current run ends, however many changes arrived
-//! meanwhile (light load: minimal latency; heavy load: natural coalescing). The driver takes
-//! everything due, groups it by query, and runs each group in batches of bounded size as
-//! **one** SQL statement per batch, with a bounded number of statements in flight.
+//! The driver takes what the [`Scheduler`] says is due, groups it by query, and runs each group
+//! in batches of bounded size as **one** SQL statement per batch, with a bounded number of
+//! statements in flight.
 //!
 //! Failures are isolated: a failed batch is retried signature by signature, so one bad arg set
 //! cannot hold back the others; a signature that keeps failing is retried with back-off and
@@ -18,18 +16,19 @@
 //! due a check runs both statements in one read-only REPEATABLE READ transaction, so in one
 //! snapshot: a write committing between the two cannot pass for a divergence.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
 use serde_json::Value;
 use sqlx::{PgExecutor, PgPool, Row};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::hub::{Hub, Published, Signature};
+use crate::registry::Query;
+use crate::scheduler::Scheduler;
 use crate::telemetry::Metrics;
 
 /// Consecutive failures after which followers get an error event.
@@ -39,157 +38,6 @@ const MAX_RETRY: Duration = Duration::from_secs(30);
 /// How a batch due a parity check begins: both statements see one snapshot, and a read
 /// replica (`DATABASE_READ_URL`) accepts it.
 const ONE_SNAPSHOT: &str = "begin isolation level repeatable read read only";
-
-/// Why a signature is due: a change that named it, or whole-table work (a resync, an
-/// `overflow` payload) that recomputes it among many others.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Lane {
-    Bulk,
-    Targeted,
-}
-
-/// The due signatures in two queues. `queued` is the truth (which lane an id waits in); an id
-/// promoted from bulk to targeted leaves a stale entry in `bulk`, skipped when reached.
-#[derive(Default)]
-struct Due {
-    targeted: VecDeque<u64>,
-    bulk: VecDeque<u64>,
-    queued: HashMap<u64, Lane>,
-    running: HashSet<u64>,
-    /// Marked while running: queued again, in this lane, when the run ends.
-    rerun: HashMap<u64, Lane>,
-}
-
-impl Due {
-    /// Queues `id` in `lane` (or promotes it to targeted); true if it was not due there before.
-    fn queue(&mut self, id: u64, lane: Lane) -> bool {
-        match self.queued.get(&id).copied() {
-            Some(current) if current >= lane => false,
-            Some(_) => {
-                self.queued.insert(id, lane);
-                self.targeted.push_back(id);
-                true
-            }
-            None => {
-                self.queued.insert(id, lane);
-                match lane {
-                    Lane::Targeted => self.targeted.push_back(id),
-                    Lane::Bulk => self.bulk.push_back(id),
-                }
-                true
-            }
-        }
-    }
-
-    /// Takes up to `limit` ids waiting in `lane`, in queue order.
-    fn take(&mut self, lane: Lane, limit: usize, into: &mut Vec<u64>) {
-        let mut taken = 0;
-        while taken < limit {
-            let next = match lane {
-                Lane::Targeted => self.targeted.pop_front(),
-                Lane::Bulk => self.bulk.pop_front(),
-            };
-            let Some(id) = next else {
-                break;
-            };
-            if self.queued.get(&id) == Some(&lane) {
-                self.queued.remove(&id);
-                self.running.insert(id);
-                into.push(id);
-                taken += 1;
-            }
-        }
-    }
-}
-
-/// Which signatures are due, running, or due again after their current run.
-///
-/// Two lanes: signatures a change named (targeted) always go first, so a normal change never
-/// waits behind whole-table work; bulk ones (a resync, an `overflow` payload) are handed out a
-/// bounded number at a time, so they progress without holding up what arrives meanwhile. A
-/// signature due in both runs once, as targeted. Nothing due is ever dropped.
-#[derive(Default)]
-pub struct Scheduler {
-    due: Mutex<Due>,
-    wake: Notify,
-}
-
-impl Scheduler {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Due> {
-        self.due
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Marks signatures a change named for recompute, ahead of bulk work. A running one is
-    /// re-run once after it finishes.
-    pub fn mark_due(&self, ids: impl IntoIterator<Item = u64>) {
-        self.mark(ids, Lane::Targeted);
-    }
-
-    /// Marks signatures for recompute as part of whole-table work (a resync, an overflow),
-    /// behind targeted ones. Pass them grouped by query: they are handed out in this order, a
-    /// bounded number at a time, and batched by query.
-    pub fn mark_bulk(&self, ids: impl IntoIterator<Item = u64>) {
-        self.mark(ids, Lane::Bulk);
-    }
-
-    fn mark(&self, ids: impl IntoIterator<Item = u64>, lane: Lane) {
-        let mut due = self.lock();
-        let mut added = false;
-        for id in ids {
-            if due.running.contains(&id) {
-                let again = due.rerun.entry(id).or_insert(lane);
-                *again = (*again).max(lane);
-            } else {
-                added |= due.queue(id, lane);
-            }
-        }
-        drop(due);
-        if added {
-            self.wake.notify_one();
-        }
-    }
-
-    /// Takes every targeted signature and up to `bulk_limit` bulk ones, and marks them running.
-    pub fn take_due(&self, bulk_limit: usize) -> Vec<u64> {
-        let mut due = self.lock();
-        let mut ids = Vec::new();
-        due.take(Lane::Targeted, usize::MAX, &mut ids);
-        due.take(Lane::Bulk, bulk_limit, &mut ids);
-        ids
-    }
-
-    /// Ends the runs of `ids`; those marked meanwhile are queued again.
-    pub fn finish(&self, ids: &[u64]) {
-        let mut due = self.lock();
-        let mut again = false;
-        for id in ids {
-            due.running.remove(id);
-            if let Some(lane) = due.rerun.remove(id) {
-                again |= due.queue(*id, lane);
-            }
-        }
-        drop(due);
-        if again {
-            self.wake.notify_one();
-        }
-    }
-
-    pub async fn wait(&self) {
-        self.wake.notified().await;
-    }
-
-    /// True when nothing is due or running (for tests and shutdown).
-    pub fn is_idle(&self) -> bool {
-        let due = self.lock();
-        due.queued.is_empty() && due.running.is_empty()
-    }
-}
 
 /// Everything the recompute driver needs.
 #[derive(Clone)]
@@ -256,7 +104,7 @@ impl Recompute {
     /// Groups due signatures by query into batches, in the order the queries first appear
     /// (targeted ones first); ids whose signature is gone finish now.
     fn batches(&self, ids: &[u64]) -> Vec<Vec<Arc<Signature>>> {
-        let mut by_query: IndexMap<&str, Vec<Arc<Signature>>> = IndexMap::new();
+        let mut by_query: IndexMap<*const Query, Vec<Arc<Signature>>> = IndexMap::new();
         let mut gone = Vec::new();
         let signatures: Vec<Arc<Signature>> = ids
             .iter()
@@ -269,9 +117,11 @@ impl Recompute {
             })
             .collect();
         self.scheduler.finish(&gone);
+        // Grouped by definition, not name: just after a registry reload, signatures of one name
+        // may still hold the old definition for a moment.
         for signature in &signatures {
             by_query
-                .entry(signature.query.name.as_str())
+                .entry(Arc::as_ptr(&signature.query()))
                 .or_default()
                 .push(signature.clone());
         }
@@ -287,6 +137,9 @@ impl Recompute {
     }
 
     async fn run_batch(&self, batch: &[Arc<Signature>], shutdown: &CancellationToken) {
+        if let Some(first) = batch.first() {
+            tracing::debug!(query = %first.query().name, signatures = batch.len(), "recompute");
+        }
         let pending: Vec<Option<i64>> = batch.iter().map(|s| s.take_pending_since()).collect();
         match self.compute(batch).await {
             Ok(values) => {
@@ -295,7 +148,7 @@ impl Recompute {
                 }
             }
             Err(err) if batch.len() > 1 => {
-                tracing::warn!(query = %batch[0].query.name, signatures = batch.len(), error = %err, "batch recompute failed, retrying one by one");
+                tracing::warn!(query = %batch[0].query().name, signatures = batch.len(), error = %err, "batch recompute failed, retrying one by one");
                 for (signature, since) in batch.iter().zip(&pending) {
                     let single = std::slice::from_ref(signature);
                     match self.compute(single).await {
@@ -340,7 +193,7 @@ impl Recompute {
     /// The parity statement of the batch's query and the indices due a check, if any: the
     /// signatures without a value yet, and a sample of the others.
     fn parity_due(&self, batch: &[Arc<Signature>]) -> Option<(String, Vec<usize>)> {
-        let statement = batch.first()?.query.parity_statement.clone()?;
+        let statement = batch.first()?.query().parity_statement.clone()?;
         let chosen: Vec<usize> = (0..batch.len())
             .filter(|&i| !batch[i].has_value() || rand::random::<f64>() < self.parity_sample_rate)
             .collect();
@@ -350,7 +203,9 @@ impl Recompute {
     /// Publishes a value. One over the value limits is parked: not retried on a timer, but
     /// recomputed on the next change that touches it (its commit time is kept for the lag).
     fn deliver(&self, signature: &Signature, value: Value, since: Option<i64>) {
-        match self.hub.publish(signature, value) {
+        let published = self.hub.publish(signature, value);
+        tracing::debug!(signature = %signature.signature, outcome = ?published, "recomputed");
+        match published {
             Published::Sent { .. } => {
                 if let Some(since) = since {
                     let now = chrono::Utc::now().timestamp_micros();
@@ -403,7 +258,7 @@ impl Recompute {
         batch: &[Arc<Signature>],
         on: impl PgExecutor<'e>,
     ) -> Result<Vec<Value>, sqlx::Error> {
-        let Some(query) = batch.first().map(|s| s.query.clone()) else {
+        let Some(query) = batch.first().map(|s| s.query()) else {
             return Ok(Vec::new());
         };
         let label = self.metrics.query(&query.name);
@@ -437,7 +292,7 @@ impl Recompute {
         let Some(first) = batch.first() else {
             return values;
         };
-        let label = self.metrics.query(&first.query.name);
+        let label = self.metrics.query(&first.query().name);
         let live = match live {
             Ok(live) => live,
             Err(err) => {
@@ -512,75 +367,5 @@ async fn acquire(
     tokio::select! {
         _ = shutdown.cancelled() => None,
         permit = in_flight.clone().acquire_owned() => permit.ok(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_signature_runs_once_at_a_time_and_reruns_once_if_marked_meanwhile() {
-        let scheduler = Scheduler::new();
-        scheduler.mark_due([1, 2, 1]);
-        assert_eq!(scheduler.take_due(usize::MAX), vec![1, 2]);
-        scheduler.mark_due([1]);
-        scheduler.mark_due([1]);
-        assert!(
-            scheduler.take_due(usize::MAX).is_empty(),
-            "running signatures are not handed out twice"
-        );
-        scheduler.finish(&[1, 2]);
-        assert_eq!(
-            scheduler.take_due(usize::MAX),
-            vec![1],
-            "one re-run for any number of marks"
-        );
-        scheduler.finish(&[1]);
-        assert!(scheduler.take_due(usize::MAX).is_empty());
-        assert!(scheduler.is_idle());
-    }
-
-    #[test]
-    fn targeted_signatures_go_before_bulk_ones_which_come_a_bounded_number_at_a_time() {
-        let scheduler = Scheduler::new();
-        scheduler.mark_bulk(1..=10);
-        scheduler.mark_due([20, 21]);
-        assert_eq!(scheduler.take_due(3), vec![20, 21, 1, 2, 3]);
-        scheduler.mark_due([30]);
-        assert_eq!(
-            scheduler.take_due(3),
-            vec![30, 4, 5, 6],
-            "a change arriving during bulk work is taken at the next turn"
-        );
-        scheduler.mark_due([8]);
-        assert_eq!(
-            scheduler.take_due(0),
-            vec![8],
-            "a bulk signature named by a change is promoted"
-        );
-        assert_eq!(
-            scheduler.take_due(usize::MAX),
-            vec![7, 9, 10],
-            "promoted once, run once"
-        );
-        scheduler.finish(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 20, 21, 30]);
-        assert!(scheduler.is_idle());
-    }
-
-    #[test]
-    fn a_running_signature_marked_in_both_lanes_reruns_once_as_targeted() {
-        let scheduler = Scheduler::new();
-        scheduler.mark_bulk([1, 2]);
-        assert_eq!(scheduler.take_due(10), vec![1, 2]);
-        scheduler.mark_bulk([1, 2]);
-        scheduler.mark_due([1]);
-        scheduler.finish(&[1, 2]);
-        scheduler.mark_bulk([3]);
-        assert_eq!(scheduler.take_due(0), vec![1], "1 reruns as targeted");
-        assert_eq!(scheduler.take_due(10), vec![2, 3], "2 reruns as bulk");
-        scheduler.finish(&[1, 2, 3]);
-        assert!(scheduler.is_idle());
-        assert!(scheduler.take_due(10).is_empty());
     }
 }

@@ -66,7 +66,7 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
 
-/// Every series of SPEC §4.
+/// Every series of `/metrics` (docs/PROTOCOL.md).
 pub struct Metrics {
     registry: Registry,
     pub connections: Gauge,

@@ -1,4 +1,4 @@
-//! Property tests (no database): the indexed matcher returns exactly what the SPEC §3 rule
+//! Property tests (no database): the indexed matcher returns exactly what the overlap rule (docs/REGISTRY.md)
 //! evaluated entry by entry returns, and no parser of network input panics on any input.
 
 use std::collections::{HashMap, HashSet};
@@ -160,7 +160,7 @@ proptest! {
 
     #[test]
     fn client_frames_never_panic(text in ".{0,200}") {
-        let _ = statgate::ws::protocol::parse_frame(&text);
+        let _ = statgate::wire::parse_frame(&text);
     }
 
     #[test]
@@ -170,7 +170,7 @@ proptest! {
         id in prop_oneof![Just(json!(1)), Just(json!("x")), Just(json!({"deep": [1]}))],
     ) {
         let frame = json!({"type": kind, "token": field, "signature": field, "authToken": field, "id": id});
-        let _ = statgate::ws::protocol::parse_frame(&frame.to_string());
+        let _ = statgate::wire::parse_frame(&frame.to_string());
     }
 
     #[test]
@@ -238,13 +238,13 @@ fn a_numeric_id_is_echoed_exactly_even_beyond_integer_range() {
         r#"{"type":"nope","id":4100000000000000000000000}"#,
         r#"{"type":"ping","id":4.1e24}"#,
     ] {
-        let id = match statgate::ws::protocol::parse_frame(text) {
+        let id = match statgate::wire::parse_frame(text) {
             Ok(request) => request.id,
             Err(bad) => bad.id,
         };
         let sent: Value = serde_json::from_str(text).expect("json");
         assert_eq!(id.as_ref(), Some(&sent["id"]));
-        let reply = statgate::ws::protocol::error(&id, "bad_frame", "x");
+        let reply = statgate::wire::error(&id, "bad_frame", "x");
         let reply: Value = serde_json::from_str(reply.as_str()).expect("json");
         assert_eq!(reply["payload"]["id"], sent["id"], "{text}");
     }

@@ -17,6 +17,10 @@ import { Handle, Shared, type SubscribeOptions, type Subscription } from './subs
 import { Transport, type Status, type WebSocketConstructor } from './transport.js';
 import type { AnyQueries, ArgsOf, QueryName, ResultOf } from './types.js';
 
+
+/** Error codes with which the server ends a subscription it had accepted. */
+const ENDED_BY_SERVER = new Set(['query_removed', 'forbidden', 'too_many_signatures']);
+
 export interface ClientOptions {
   /** Base URL of the gateway, e.g. `https://stats.example.com`. */
   url: string;
@@ -265,8 +269,16 @@ class Client<Q> implements StatgateClient<Q> {
       return;
     }
     for (const shared of this.#subscriptions.values()) {
-      // `recompute_failed`: the subscription stays; the next change may succeed.
-      if (shared.signature === payload.signature) shared.fail(error, false);
+      if (shared.signature !== payload.signature) continue;
+      if (code === 'query_changed') {
+        // The registry changed the query under it: subscribe again, through every check.
+        shared.version = 0;
+        this.#register(shared);
+      } else {
+        // `recompute_failed` and `value_too_large` leave the subscription in place (the next
+        // change may succeed); the server ended the others.
+        shared.fail(error, ENDED_BY_SERVER.has(code));
+      }
     }
   }
 }

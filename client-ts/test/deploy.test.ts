@@ -250,9 +250,9 @@ test('the Dockerfile passes hadolint, and .dockerignore keeps what the build nee
     .split('\n')
     .filter((line) => line !== '' && !line.startsWith('#'));
   expect(ignored).toEqual(expect.arrayContaining(['target/', '.statgate/', '**/node_modules/']));
-  // The crate's build reads these (Cargo.toml names the benches and tests; sqlx::migrate!
+  // The crate's build reads these (Cargo.toml names the benches, tests and the bench/ workspace member; build.rs; sqlx::migrate!
   // reads migrations/; the image copies examples/blog/queries/; sqlx::migrate! reads examples/blog/migrations/).
-  for (const needed of ['src', 'migrations', 'examples', 'benches', 'tests', 'Cargo.toml', 'Cargo.lock']) {
+  for (const needed of ['src', 'migrations', 'examples', 'benches', 'bench', 'build.rs', 'tests', 'Cargo.toml', 'Cargo.lock']) {
     expect(ignored.filter((pattern) => pattern.replace(/\/$/, '') === needed), needed).toEqual([]);
   }
 });

@@ -123,6 +123,11 @@ export class Gateway {
     this.child = undefined;
   }
 
+  /** Sends SIGHUP: the gateway reloads its registry. */
+  reload(): void {
+    this.child?.kill('SIGHUP');
+  }
+
   /** The database this gateway serves: the given URL, or the embedded server's (its port is
    * in postmaster.pid, line 4; the gateway uses the `postgres` database as `postgres`). */
   databaseUrl(): string {

@@ -170,3 +170,40 @@ test('a client without a WebSocket (a server rendering a page) is created, and r
     vi.unstubAllGlobals();
   }
 });
+
+test('a registry reload ends a removed query for the client, and a changed one goes on with its new value', async () => {
+  const { mkdtempSync, mkdirSync, writeFileSync, rmSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const { tmpdir } = await import('node:os');
+  const registry = mkdtempSync(join(tmpdir(), 'statgate-registry-'));
+  const write = (text: string) => {
+    mkdirSync(join(registry, 'posts'), { recursive: true });
+    writeFileSync(join(registry, 'posts', 'live.toml'), text);
+  };
+  const query = (name: string, expression: string) =>
+    `[${name}]\nsql = "SELECT ${expression} AS n FROM post_stats WHERE post_id = :postId"\nargs = { postId = "int8" }\nreturns = "value"\nwatch = [{ table = "post_stats", match = { post_id = ":postId" } }]\n`;
+  write(query('count', 'comment_count') + query('gone', 'reaction_count'));
+  try {
+    const { gateway: gw, db } = await gateway({ env: { STATGATE_QUERIES: registry } });
+    const { client: c } = client(gw.url);
+    const [post] = await newPosts(db, 1);
+    const counts: (number | null)[] = [];
+    const errors: StatgateError[] = [];
+    const live = c.subscribe('posts/live/count' as 'posts/stats/commentCount', { postId: post }, (n) => counts.push(n));
+    const gone = c.subscribe('posts/live/gone' as 'posts/stats/commentCount', { postId: post }, undefined, {
+      onError: (e) => errors.push(e),
+    });
+    await eventually(() => counts.length === 1 && gone.status === 'subscribed', 20_000, 'both snapshots');
+
+    write(query('count', 'comment_count * 10'));
+    gw.reload();
+    await eventually(() => errors.length === 1, 20_000, 'the removed query ending');
+    expect(errors[0].code).toBe('query_removed');
+    expect(gone.status).toBe('error');
+    await addComment(db, post);
+    await eventually(() => counts.at(-1) === 10, 20_000, 'the changed query pushing its new value');
+    expect(live.status).toBe('subscribed');
+  } finally {
+    rmSync(registry, { recursive: true, force: true });
+  }
+}, 60_000);

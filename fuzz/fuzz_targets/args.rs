@@ -1,4 +1,4 @@
-//! Args validation and canonical form (SPEC §3): any JSON a client posts as `args`.
+//! Args validation and canonical form (docs/REGISTRY.md): any JSON a client posts as `args`.
 //!
 //! The input is parsed as JSON and validated against every query of the example registry
 //! and against one optional arg of every declared type (`{"int4": …, "numeric[]": …}`), so

@@ -1,4 +1,4 @@
-//! Client frames (SPEC §5): any text a WebSocket client sends. `parse_frame` must not panic,
+//! Client frames (docs/PROTOCOL.md): any text a WebSocket client sends. `parse_frame` must not panic,
 //! an echoed `id` is only ever a string or a number, and a reply carrying it is valid JSON
 //! that echoes it unchanged. What the socket does next with a parsed frame (verify the
 //! subscription token or the JWT) must not panic either.
@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use statgate::auth::Authenticator;
-use statgate::ws::protocol::{self, parse_frame, ClientFrame};
+use statgate::wire::{self as protocol, parse_frame, ClientFrame};
 
 static AUTH: LazyLock<Authenticator> = LazyLock::new(statgate_fuzz::authenticator);
 

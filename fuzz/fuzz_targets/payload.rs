@@ -1,5 +1,5 @@
-//! Change payloads (SPEC §2): any text on the `statgate_changes` channel. `parse_payload` must
-//! not panic, and a parsed change must be matched by the index exactly as the SPEC §3 rule
+//! Change payloads (docs/ARCHITECTURE.md, "The change payload"): any text on the `statgate_changes` channel. `parse_payload` must
+//! not panic, and a parsed change must be matched by the index exactly as the overlap rule (docs/REGISTRY.md)
 //! evaluated entry by entry matches it (the property test's check, coverage-guided here).
 //!
 //! The matcher holds the example registry's watch entries for a few signatures, and, on the

@@ -1,4 +1,4 @@
-//! Subscription tokens (SPEC §4) and JWTs: any string a client presents as one.
+//! Subscription tokens (docs/PROTOCOL.md) and JWTs: any string a client presents as one.
 //!
 //! Each input is used three ways:
 //! 1. as a token and as a JWT, verbatim: verification must not panic;

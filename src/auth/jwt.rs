@@ -19,8 +19,8 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
+use super::claims::{AuthError, Claims, MAX_TOKEN_BYTES};
 use super::jwks::{KeySet, ProviderKey};
-use super::{AuthError, Claims, MAX_TOKEN_BYTES};
 use crate::config::Secret;
 
 /// Every algorithm statgate verifies: HS256 with its own secrets, the rest with provider keys.

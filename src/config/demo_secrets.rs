@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
-use super::{ConfigError, Secret};
+use super::error::ConfigError;
+use super::model::Secret;
 
 /// Where demo mode's secrets come from.
 pub(super) enum DemoSecrets {
@@ -125,7 +126,7 @@ mod tests {
         let jwt = store.secret("STATGATE_JWT_SECRET").expect("secret");
         let token = store.secret("STATGATE_TOKEN_SECRET").expect("secret");
         assert_ne!(jwt, token, "each setting has its own secret");
-        assert!(jwt.expose().len() >= super::super::MIN_SECRET_BYTES);
+        assert!(jwt.expose().len() >= super::super::error::MIN_SECRET_BYTES);
         let file = dir.path().join("pgdata.demo-secrets");
         let mode = fs::metadata(&file).expect("file").permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "{mode:o}");

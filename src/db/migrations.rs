@@ -44,6 +44,24 @@ create table if not exists statgate.migrations (
   primary key (scope, version)
 )";
 
+/// Earlier checksums of migrations whose comments (never their statements) were edited after
+/// release: a database that applied the earlier text is up to date, and its history row is
+/// brought to the new checksum. An edit of anything but comments needs a new migration instead.
+const COMMENT_ONLY_EDITS: &[(&str, i64, &str)] = &[(
+    "example",
+    2,
+    // The first line named a file outside the repository.
+    "3dd8978536481ce7ea32f5a7d0a69fe57b54dda040b3dfb6a1be202aacf2380a9e2a7924e9866196c76aa15557ba2b80",
+)];
+
+/// Whether `checksum` is one an earlier text of this migration had (see [`COMMENT_ONLY_EDITS`]).
+fn superseded(scope: &str, version: i64, checksum: &[u8]) -> bool {
+    let hex: String = checksum.iter().map(|b| format!("{b:02x}")).collect();
+    COMMENT_ONLY_EDITS
+        .iter()
+        .any(|(s, v, old)| *s == scope && *v == version && *old == hex)
+}
+
 /// Which migrations to apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MigrationSet {
@@ -166,6 +184,9 @@ async fn migrate_locked(
                 .find(|(version, _)| *version == migration.version)
             {
                 Some((_, checksum)) if checksum.as_slice() == &*migration.checksum => {}
+                Some((_, checksum)) if superseded(scope.name, migration.version, checksum) => {
+                    record_new_checksum(connection, scope.name, migration).await?;
+                }
                 Some(_) => {
                     return Err(MigrationError::ChecksumMismatch {
                         scope: scope.name,
@@ -220,6 +241,20 @@ async fn apply(
     Ok(())
 }
 
+async fn record_new_checksum(
+    connection: &mut PgConnection,
+    scope: &str,
+    migration: &Migration,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("update statgate.migrations set checksum = $3 where scope = $1 and version = $2")
+        .bind(scope)
+        .bind(migration.version)
+        .bind(&*migration.checksum)
+        .execute(connection)
+        .await?;
+    Ok(())
+}
+
 async fn applied_checksums(
     connection: &mut PgConnection,
     scope: &str,
@@ -263,9 +298,11 @@ async fn adopt_legacy_history(connection: &mut PgConnection) -> Result<usize, sq
     let ours: Vec<(&Scope, &Migration)> = [&STATGATE_SCOPE, &EXAMPLE_SCOPE]
         .into_iter()
         .flat_map(|scope| scope.migrator.iter().map(move |m| (scope, m)))
-        .filter(|(_, m)| {
-            rows.iter()
-                .any(|(version, checksum)| *version == m.version && **checksum == *m.checksum)
+        .filter(|(scope, m)| {
+            rows.iter().any(|(version, checksum)| {
+                *version == m.version
+                    && (**checksum == *m.checksum || superseded(scope.name, m.version, checksum))
+            })
         })
         .collect();
     if ours.is_empty() {
@@ -283,11 +320,21 @@ async fn adopt_legacy_history(connection: &mut PgConnection) -> Result<usize, sq
         .bind(&*migration.checksum)
         .execute(&mut *transaction)
         .await?;
-        sqlx::query("delete from public._sqlx_migrations where version = $1 and checksum = $2")
-            .bind(migration.version)
-            .bind(&*migration.checksum)
-            .execute(&mut *transaction)
-            .await?;
+        sqlx::query(
+            "delete from public._sqlx_migrations where version = $1 \
+             and (checksum = $2 or encode(checksum, 'hex') = any($3))",
+        )
+        .bind(migration.version)
+        .bind(&*migration.checksum)
+        .bind(
+            COMMENT_ONLY_EDITS
+                .iter()
+                .filter(|(s, v, _)| *s == scope.name && *v == migration.version)
+                .map(|(_, _, old)| *old)
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut *transaction)
+        .await?;
     }
     transaction.commit().await?;
     tracing::info!(
@@ -301,6 +348,27 @@ async fn adopt_legacy_history(connection: &mut PgConnection) -> Result<usize, sq
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_comment_only_edit_names_a_shipped_migration_whose_checksum_moved_on() {
+        for (scope, version, old) in COMMENT_ONLY_EDITS {
+            let set = if *scope == "example" {
+                &EXAMPLE
+            } else {
+                &STATGATE
+            };
+            let migration = set
+                .iter()
+                .find(|m| m.version == *version)
+                .expect("a shipped migration");
+            let now: String = migration
+                .checksum
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            assert_ne!(now, *old);
+        }
+    }
 
     #[test]
     fn the_two_sets_do_not_share_a_version_so_legacy_rows_map_to_one_scope() {

@@ -72,13 +72,13 @@ impl DatabaseHandle {
 
 /// Connects the recompute pool, with the statement timeout set on every connection.
 pub async fn connect_pool(url: &str, config: &Config) -> Result<PgPool, DbError> {
-    let timeout_ms = config.statement_timeout.as_millis().to_string();
+    let timeout_ms = config.recompute.statement_timeout.as_millis().to_string();
     let options: PgConnectOptions = url.parse().map_err(DbError::Url)?;
     let options = options
         .options([("statement_timeout", timeout_ms.as_str())])
         .application_name("statgate");
     PgPoolOptions::new()
-        .max_connections(config.pool_size)
+        .max_connections(config.recompute.pool_size)
         .acquire_timeout(Duration::from_secs(5))
         .connect_with(options)
         .await

@@ -16,11 +16,13 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{
-    assets, parse_post_id, writes, DemoError, DemoState, TrafficStatus, DEMO_USER, MAX_RATE,
-};
-use crate::app::AppState;
-use crate::http::error::ApiError;
+use std::sync::Arc;
+
+use super::error::{parse_post_id, DemoError};
+use super::traffic::{Traffic, TrafficStatus, MAX_RATE};
+use super::{assets, writes};
+use crate::error::ApiError;
+use crate::state::AppState;
 
 /// How long the page's demo JWT lives; the page fetches a fresh one on every (re)connect.
 const DEMO_JWT_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -30,7 +32,26 @@ const MAX_POSTS: i64 = 100;
 
 type Reply = Result<(StatusCode, Json<Value>), ApiError>;
 
-pub(super) fn routes(state: DemoState) -> Router<AppState> {
+/// The demo user: the page subscribes as `alice`, and her JWT is minted by the demo endpoint.
+pub const DEMO_USER: &str = "alice";
+
+/// What the demo handlers share: the gateway's state and the one traffic generator.
+#[derive(Clone)]
+struct DemoState {
+    app: AppState,
+    traffic: Arc<Traffic>,
+}
+
+/// The demo routes (page, assets, `/demo/api/...`); the caller mounts them only in demo mode.
+pub fn router(app: AppState) -> Router<AppState> {
+    let state = DemoState {
+        traffic: Arc::new(Traffic::default()),
+        app,
+    };
+    routes(state)
+}
+
+fn routes(state: DemoState) -> Router<AppState> {
     Router::new()
         .route("/", get(assets::index))
         .route("/demo/assets/app.js", get(assets::app_js))

@@ -21,7 +21,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use super::writes;
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// The highest rate the switch accepts, in writes per second.
 pub const MAX_RATE: u32 = 50;

@@ -1,8 +1,7 @@
-//! HTTP endpoints (SPEC §4): subscribe, health, readiness, metrics, the query list, and the
+//! HTTP endpoints (docs/PROTOCOL.md): subscribe, health, readiness, metrics, the query list, and the
 //! WebSocket route. Handlers are thin: they parse, call the domain modules, and map errors
-//! through [`error::ApiError`].
+//! through [`crate::error::ApiError`].
 
-pub mod error;
 mod subscribe;
 
 use std::time::Duration;
@@ -15,13 +14,15 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::app::AppState;
-use error::ApiError;
+use crate::error::ApiError;
+use crate::state::AppState;
 
-pub fn router(state: AppState) -> Router {
+/// The gateway's routes, with `extra` routes the application mounts beside them (demo mode's
+/// page and endpoints), behind one fallback, body limit, time limit and CORS policy.
+pub fn router(state: AppState, extra: Router<AppState>) -> Router {
     let body_limit = state.config.limits.max_body_bytes;
-    let request_timeout = state.config.limits.request_timeout;
-    let mut router = Router::new()
+    let request_timeout = state.config.http.request_timeout;
+    let router = Router::new()
         .route("/realtime/subscribe", post(subscribe::subscribe))
         .route(
             "/realtime/subscribe/batch",
@@ -31,19 +32,54 @@ pub fn router(state: AppState) -> Router {
         .route("/realtime/queries", get(queries))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics));
-    // The demo page and its write endpoints exist only in demo mode (see `crate::demo`).
-    if state.config.demo {
-        router = router.merge(crate::demo::router(state.clone()));
-    }
+        .route("/metrics", get(metrics))
+        .merge(extra);
+    let cors = cors_layer(&state.config.http.cors_origins);
     router
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(
             request_timeout,
             time_limit,
         ))
+        .layer(cors)
         .with_state(state)
+}
+
+/// Cross-origin access for browser apps served from another origin than the gateway
+/// (`STATGATE_CORS_ORIGINS`): the subscribe endpoints are called with `fetch`, JSON bodies and an
+/// `Authorization` header, which browsers allow across origins only after a preflight. No
+/// origin listed: no origin is allowed (same-origin only, the default). WebSockets need none.
+/// `Retry-After` and `WWW-Authenticate` are exposed, so a page can honour a 429 or a 401.
+fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use axum::http::{HeaderValue, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return CorsLayer::new();
+    }
+    let allow = if origins.iter().any(|origin| origin == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|origin| HeaderValue::from_str(origin).ok()),
+        )
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
+        .expose_headers([header::RETRY_AFTER, header::WWW_AUTHENTICATE])
+        .max_age(Duration::from_secs(600))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+    }
 }
 
 /// Bounds every request, reading its body included (a body dribbled a byte at a time would
@@ -99,7 +135,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 async fn queries(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(json!({ "queries": state.registry.describe() }))
+    Json(json!({ "queries": state.registry.get().describe() }))
 }
 
 async fn not_found(uri: Uri) -> ApiError {

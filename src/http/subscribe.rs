@@ -24,11 +24,11 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::error::ApiError;
-use crate::app::AppState;
 use crate::auth::{bearer, AuthError, Claims};
+use crate::error::ApiError;
+use crate::state::AppState;
 use crate::telemetry::OutcomeLabel;
-use crate::ws::protocol::PROTOCOL;
+use crate::wire::PROTOCOL;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -286,7 +286,9 @@ fn grant(
 ) -> Result<Grant, ApiError> {
     let query = state
         .registry
+        .get()
         .get(query_name)
+        .cloned()
         .ok_or_else(|| ApiError::UnknownQuery(query_name.to_owned()))?;
     let args = query.validate(args)?;
     let limit = state.config.limits.max_args_bytes;
@@ -334,7 +336,7 @@ fn is_json(headers: &HeaderMap) -> bool {
 
 /// `STATGATE_PUBLIC_URL` when set, else the request's Host (and `X-Forwarded-Proto`).
 fn websocket_url(state: &AppState, headers: &HeaderMap) -> String {
-    if let Some(public) = &state.config.public_url {
+    if let Some(public) = &state.config.http.public_url {
         let ws = public
             .replacen("https://", "wss://", 1)
             .replacen("http://", "ws://", 1);

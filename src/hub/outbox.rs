@@ -24,6 +24,9 @@ pub struct ControlOverflow;
 struct Pending {
     control: VecDeque<Utf8Bytes>,
     updates: IndexMap<u64, Utf8Bytes>,
+    /// Signatures the hub ended (their query left the registry, or changed beyond its args),
+    /// for the socket task to drop from its subscriptions.
+    revoked: Vec<u64>,
     overflowed: bool,
 }
 
@@ -67,6 +70,23 @@ impl Outbox {
     /// Drops an unsent update of a signature the socket no longer follows.
     pub fn forget(&self, signature: u64) {
         self.lock().updates.shift_remove(&signature);
+    }
+
+    /// Ends the socket's subscription to a signature on the hub's side: its unsent update is
+    /// dropped, `notice` (an error event naming it) queued, and the socket task told to forget
+    /// it ([`Self::take_revoked`]).
+    pub fn revoke(&self, signature: u64, notice: Utf8Bytes) {
+        {
+            let mut pending = self.lock();
+            pending.updates.shift_remove(&signature);
+            pending.revoked.push(signature);
+        }
+        self.push_control(notice);
+    }
+
+    /// The signatures revoked since the last call.
+    pub fn take_revoked(&self) -> Vec<u64> {
+        std::mem::take(&mut self.lock().revoked)
     }
 
     /// Moves everything pending into `out`: control frames first, then updates.

@@ -28,7 +28,9 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use super::{parse_payload, retry_with_backoff, FeedEvent, ListenerStatus, UnreadablePayloads};
+use super::feed::FeedEvent;
+use super::payload::{parse_payload, UnreadablePayloads};
+use super::supervisor::{Ended, Feed};
 use crate::config::ChangeFeed;
 use crate::telemetry::Metrics;
 
@@ -159,107 +161,108 @@ pub async fn set_database_mode(pool: &PgPool, mode: ChangeFeed) -> Result<(), Fe
     Ok(())
 }
 
-/// Why a polling session ended.
-enum Stop {
-    Shutdown,
-    Failed(FeedError),
+/// The change-table feed: each session is one polling connection (run by a
+/// [`Supervisor`](super::Supervisor)); the cursor and the sweep schedule outlive sessions.
+pub struct TableFeed {
+    database_url: String,
+    interval: Duration,
+    metrics: Arc<Metrics>,
+    cursor: Cursor,
+    sweeps: Sweeps,
 }
 
-/// The poller task: connects (with back-off), reads new rows on every tick, reconnects.
-pub struct TablePoller {
-    pub database_url: String,
-    pub interval: Duration,
-    pub events: mpsc::Sender<FeedEvent>,
-    pub status: Arc<ListenerStatus>,
-    pub metrics: Arc<Metrics>,
-}
-
-impl TablePoller {
-    pub async fn run(self, shutdown: CancellationToken) {
-        let mut cursor = Cursor::everything();
-        let mut sweeps = Sweeps::default();
-        let mut first = true;
-        while !shutdown.is_cancelled() {
-            let Some(mut connection) = self.connect(&shutdown).await else {
-                break;
-            };
-            self.status.set(true, &self.metrics);
-            if !first {
-                self.metrics.listener_reconnects.inc();
-                tracing::info!("feed poller reconnected, resyncing every signature");
-            }
-            first = false;
-            // The rows survive the outage, but the database may not be the one we left (a
-            // failover can lose commits we already pushed): a resync costs little and settles it.
-            if self.events.send(FeedEvent::Resync).await.is_err() {
-                break;
-            }
-            let stop = self
-                .poll(&mut connection, &mut cursor, &mut sweeps, &shutdown)
-                .await;
-            self.status.set(false, &self.metrics);
-            match stop {
-                Stop::Shutdown => break,
-                Stop::Failed(err) => tracing::warn!(error = %err, "feed poller failed"),
-            }
+impl TableFeed {
+    pub fn new(database_url: String, interval: Duration, metrics: Arc<Metrics>) -> Self {
+        TableFeed {
+            database_url,
+            interval,
+            metrics,
+            cursor: Cursor::everything(),
+            sweeps: Sweeps::default(),
         }
-        self.status.set(false, &self.metrics);
     }
 
-    /// Connects, retrying with capped exponential back-off until shutdown.
-    async fn connect(&self, shutdown: &CancellationToken) -> Option<PgConnection> {
-        retry_with_backoff("feed poller", shutdown, || async {
-            let options: PgConnectOptions = self.database_url.parse()?;
-            let options = options
-                .application_name(POLLER_APPLICATION_NAME)
-                .options([("statement_timeout", POLL_TIMEOUT_MS)]);
-            PgConnection::connect_with(&options).await
-        })
-        .await
+    /// One attempt to connect. A connection counts only once it may read the change table:
+    /// otherwise (a role missing its grant) every poll would fail at once and the poller would
+    /// reconnect and resync in a hot loop, ready all the while.
+    async fn open(&self) -> Result<PgConnection, sqlx::Error> {
+        let options: PgConnectOptions = self.database_url.parse()?;
+        let options = options
+            .application_name(POLLER_APPLICATION_NAME)
+            .options([("statement_timeout", POLL_TIMEOUT_MS)]);
+        let mut connection = PgConnection::connect_with(&options).await?;
+        sqlx::query("select from statgate.changes limit 0")
+            .execute(&mut connection)
+            .await?;
+        Ok(connection)
     }
 
     /// Reads new rows every tick until an error, shutdown, or the dispatcher is gone.
     async fn poll(
-        &self,
-        connection: &mut PgConnection,
-        cursor: &mut Cursor,
-        sweeps: &mut Sweeps,
+        &mut self,
+        mut connection: PgConnection,
+        events: &mpsc::Sender<FeedEvent>,
         shutdown: &CancellationToken,
-    ) -> Stop {
+    ) -> Ended {
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut unreadable = UnreadablePayloads::default();
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => return Stop::Shutdown,
+                _ = shutdown.cancelled() => return Ended::Shutdown,
                 _ = tick.tick() => {}
             }
-            let (snapshot, payloads) = match read_new(connection, cursor).await {
+            let (snapshot, payloads) = match read_new(&mut connection, &self.cursor).await {
                 Ok(read) => read,
-                Err(err) => return Stop::Failed(err),
+                Err(err) => return failed(&err),
             };
             for payload in &payloads {
                 self.metrics.notifications.inc();
                 match parse_payload(payload) {
                     Ok(change) => {
-                        if self.events.send(FeedEvent::Change(change)).await.is_err() {
-                            return Stop::Shutdown;
+                        if events.send(FeedEvent::Change(change)).await.is_err() {
+                            return Ended::Shutdown;
                         }
                     }
                     Err(err) => unreadable.drop_one(&err, &self.metrics),
                 }
             }
-            *cursor = Cursor::after(&snapshot);
-            if let Some(below) = sweeps.due(Instant::now(), snapshot.xmin) {
+            self.cursor = Cursor::after(&snapshot);
+            if let Some(below) = self.sweeps.due(Instant::now(), snapshot.xmin) {
                 if let Err(err) = sqlx::query(SWEEP)
                     .bind(below.to_string())
-                    .execute(&mut *connection)
+                    .execute(&mut connection)
                     .await
                 {
-                    return Stop::Failed(err.into());
+                    return failed(&err.into());
                 }
             }
         }
+    }
+}
+
+fn failed(err: &FeedError) -> Ended {
+    tracing::warn!(error = %err, "feed poller failed");
+    Ended::Replace
+}
+
+impl Feed for TableFeed {
+    type Session = PgConnection;
+    const NAME: &'static str = "feed poller";
+
+    fn connect(
+        &self,
+    ) -> impl std::future::Future<Output = Result<PgConnection, sqlx::Error>> + Send {
+        self.open()
+    }
+
+    fn run(
+        &mut self,
+        session: PgConnection,
+        events: &mpsc::Sender<FeedEvent>,
+        shutdown: &CancellationToken,
+    ) -> impl std::future::Future<Output = Ended> + Send {
+        self.poll(session, events, shutdown)
     }
 }
 

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use super::FeedEvent;
+use super::feed::FeedEvent;
 use crate::telemetry::Metrics;
 
 const TOTAL: &str = "select coalesce(sum(count), 0)::int8 from statgate.unrecorded_changes";

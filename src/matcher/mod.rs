@@ -4,7 +4,7 @@
 //! its args). The index maps `(table, column, kind, value)` to entries, so a notification costs
 //! time proportional to the values it carries and the entries it matches, not to the number of
 //! subscriptions. Candidates found through one indexed column are then checked against the
-//! whole overlap rule of SPEC §3:
+//! whole overlap rule (docs/REGISTRY.md):
 //!
 //! * a change overlaps an entry when, for **every** constrained column that the payload
 //!   carries, some payload value satisfies the constraint (equality with any of the entry's
@@ -119,7 +119,7 @@ pub struct WatchEntry {
     pub constraints: Vec<ColumnConstraint>,
 }
 
-/// A parsed change notification (SPEC §2).
+/// A parsed change notification (docs/ARCHITECTURE.md, "The change payload").
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change {
     pub table: TableName,
@@ -133,7 +133,7 @@ pub struct Change {
 }
 
 impl WatchEntry {
-    /// The overlap rule of SPEC §3, evaluated directly (the index only narrows candidates).
+    /// The overlap rule (docs/REGISTRY.md), evaluated directly (the index only narrows candidates).
     pub fn overlaps(&self, change: &Change) -> bool {
         if change.table != self.table {
             return false;

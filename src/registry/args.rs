@@ -1,4 +1,4 @@
-//! Argument types, validation and canonical form (SPEC §3).
+//! Argument types, validation and canonical form (docs/REGISTRY.md).
 //!
 //! Validation coerces what a browser plausibly sends (`"17"` for an int8) into one canonical
 //! JSON value per type, so equivalent requests share one signature: integers are numbers,
@@ -99,7 +99,7 @@ impl fmt::Display for ArgType {
 }
 
 /// One declared argument of a query.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ArgSpec {
     pub name: String,
     pub ty: ArgType,

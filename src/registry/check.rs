@@ -5,7 +5,8 @@
 //! ever reaches statgate and subscribers keep their first value forever, silently. So `check`
 //! (and `serve`, which refuses such a registry) verifies, for every query:
 //!
-//! * its statement (and its `parity` statement) prepares;
+//! * its statement (and its `parity` statement) prepares, and runs with the gateway's
+//!   privileges (it is run once over no arg set, which reads nothing but checks the rights);
 //! * `returns = "value"` yields exactly one column;
 //! * every watched table exists and has statgate's watch triggers for INSERT, UPDATE and
 //!   DELETE, enabled, carrying every column the query's `match` names.
@@ -15,13 +16,13 @@
 //! lists the columns every query needs on that table plus those already watched.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
-use std::path::PathBuf;
+use std::sync::Arc;
 
 use sqlx::pool::PoolConnection;
 use sqlx::{Column, Executor, PgPool, Postgres};
 
-use super::{Query, Registry, RegistryError, Returns};
+use super::error::{Problem, RegistryError};
+use super::query::{Query, Returns};
 use crate::matcher::TableName;
 
 /// `pg_trigger.tgtype` bits of the three row-changing events.
@@ -41,40 +42,17 @@ join pg_namespace n on n.oid = p.pronamespace
 where tr.tgrelid = to_regclass(format('%I.%I', $1, $2))
   and n.nspname = 'statgate' and tr.tgname like 'statgate\_watch%' and tr.tgenabled <> 'D'";
 
-/// One thing wrong with one query.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub file: PathBuf,
-    pub query: String,
-    pub message: String,
-    /// A statement that fixes it, when there is one.
-    pub fix: Option<String>,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}: query {}: {}",
-            self.file.display(),
-            self.query,
-            self.message
-        )?;
-        if let Some(fix) = &self.fix {
-            write!(f, "\n    fix: {fix}")?;
-        }
-        Ok(())
-    }
-}
-
 /// Every problem of the registry against the database; empty when all is well.
-pub async fn problems(registry: &Registry, pool: &PgPool) -> Result<Vec<Problem>, RegistryError> {
+pub async fn problems<'a>(
+    queries: impl Iterator<Item = &'a Arc<Query>> + Clone,
+    pool: &PgPool,
+) -> Result<Vec<Problem>, RegistryError> {
     let mut conn = pool.acquire().await.map_err(RegistryError::Connect)?;
     let mut problems = Vec::new();
-    for query in registry.queries() {
+    for query in queries.clone() {
         problems.extend(statement_problems(&mut conn, query).await);
     }
-    problems.extend(watch_problems(&mut conn, registry).await?);
+    problems.extend(watch_problems(&mut conn, queries).await?);
     Ok(problems)
 }
 
@@ -103,6 +81,18 @@ async fn statement_problems(conn: &mut PoolConnection<Postgres>, query: &Query) 
         {
             return vec![problem(format!(
                 "{label}the database rejects its SQL: {}",
+                database_message(&err)
+            ))];
+        }
+        // Run once over no arg set: nothing is computed, but PostgreSQL checks the gateway's
+        // privileges on every table the SQL reads (preparing does not).
+        if let Err(err) = sqlx::query(statement.as_str())
+            .bind("[]")
+            .fetch_all(&mut **conn)
+            .await
+        {
+            return vec![problem(format!(
+                "{label}the gateway's role cannot run its SQL: {}",
                 database_message(&err)
             ))];
         }
@@ -137,12 +127,12 @@ struct TableNeeds<'a> {
     queries: Vec<(&'a Query, BTreeSet<&'a str>)>,
 }
 
-async fn watch_problems(
+async fn watch_problems<'a>(
     conn: &mut PoolConnection<Postgres>,
-    registry: &Registry,
+    queries: impl Iterator<Item = &'a Arc<Query>>,
 ) -> Result<Vec<Problem>, RegistryError> {
     let mut tables: BTreeMap<&TableName, TableNeeds<'_>> = BTreeMap::new();
-    for query in registry.queries() {
+    for query in queries {
         for spec in &query.watch {
             let columns: BTreeSet<&str> = spec.columns.iter().map(|(c, _)| c.as_str()).collect();
             let needs = tables.entry(&spec.table).or_default();

@@ -1,6 +1,6 @@
 //! Turning a registry query into the one SQL statement statgate runs.
 //!
-//! Every query runs in the batched form of SPEC §6: the arg sets of many signatures arrive as
+//! Every query runs in batched form (docs/ARCHITECTURE.md): the arg sets of many signatures arrive as
 //! one jsonb array, and the query is evaluated once per element. `:name` placeholders become
 //! typed reads of that element, so one prepared statement serves every batch size:
 //!
@@ -10,7 +10,7 @@
 //! ```
 
 use super::args::ArgSpec;
-use super::Returns;
+use super::query::Returns;
 
 /// The alias of the arg set; a query must not use it for its own tables.
 pub const ARGS_ALIAS: &str = "statgate_args";

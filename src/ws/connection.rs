@@ -17,13 +17,13 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::protocol::{self, close_frame, ClientFrame, CloseReason};
-use super::{verify_subscription, VerifiedSubscription};
-use crate::app::AppState;
+use super::subscription::{verify_subscription, VerifiedSubscription};
 use crate::auth::{now_secs, AuthError, Claims};
-use crate::http::error::ApiError;
+use crate::error::ApiError;
 use crate::hub::{Hub, Outbox, Signature, SignatureRefused};
+use crate::state::AppState;
 use crate::telemetry::ScopeLabel;
+use crate::wire::{self as protocol, close_frame, ClientFrame, CloseReason};
 
 /// How long a close frame may take to go out before the socket is simply dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -189,7 +189,7 @@ impl Connection {
     }
 
     async fn event_loop(&mut self, socket: &mut WebSocket) -> Exit {
-        let interval = self.state.config.heartbeat;
+        let interval = self.state.config.http.heartbeat;
         let mut heartbeat = tokio::time::interval_at(Instant::now() + interval, interval);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut last_seen = Instant::now();
@@ -204,6 +204,10 @@ impl Connection {
                 biased;
                 _ = &mut shutdown => return Exit::Close(CloseReason::ShuttingDown),
                 _ = self.outbox.ready() => {
+                    if self.forget_revoked() {
+                        deadline = self.next_deadline();
+                        timer.as_mut().reset(deadline.at());
+                    }
                     if self.outbox.drain_into(&mut frames).is_err() {
                         return Exit::Close(CloseReason::TooManyReplies);
                     }
@@ -391,7 +395,7 @@ impl Connection {
         {
             self.reply(protocol::subscribed(
                 id,
-                &existing.query.name,
+                &existing.query().name,
                 &existing.signature,
             ));
             return None;
@@ -477,6 +481,23 @@ impl Connection {
 
     /// Detaches one subscription from the hub and forgets its pending value; false if the
     /// socket holds none with that signature.
+    /// Drops the subscriptions the hub revoked (a registry reload removed or changed their
+    /// query); the hub already sent each its error event and forgot the socket.
+    /// Returns whether any was dropped (the idle deadline may then start).
+    fn forget_revoked(&mut self) -> bool {
+        let revoked = self.outbox.take_revoked();
+        if revoked.is_empty() {
+            return false;
+        }
+        self.subscriptions
+            .by_signature
+            .retain(|_, signature| !revoked.contains(&signature.id));
+        if self.subscriptions.by_signature.is_empty() {
+            self.idle_since = Some(Instant::now());
+        }
+        true
+    }
+
     fn detach(&mut self, signature: &str) -> bool {
         let Some(existing) = self.subscriptions.by_signature.remove(signature) else {
             return false;
@@ -500,7 +521,7 @@ impl Connection {
             .subscriptions
             .by_signature
             .iter()
-            .filter(|(_, subscription)| !subscription.query.auth.is_empty())
+            .filter(|(_, subscription)| !subscription.query().auth.is_empty())
             .filter_map(|(signature, subscription)| {
                 let refusal = self.auth_refusal(subscription)?;
                 Some((signature.clone(), refusal))
@@ -508,9 +529,10 @@ impl Connection {
             .collect();
         for (signature, refusal) in forbidden {
             if self.detach(&signature) {
-                self.reply(protocol::subscription_error(
-                    &signature,
+                self.reply(protocol::signature_error(
+                    &None,
                     "forbidden",
+                    &signature,
                     &format!("{refusal}: the new authToken no longer passes this query's auth rules, so the subscription was dropped"),
                 ));
             }
@@ -519,7 +541,7 @@ impl Connection {
 
     /// Why the current claims may not hold `subscription`, if they may not.
     fn auth_refusal(&self, subscription: &Signature) -> Option<String> {
-        let query = &subscription.query;
+        let query = subscription.query();
         let args = serde_json::from_str::<Value>(&subscription.args_json)
             .ok()
             .and_then(|args| query.validate(&args).ok());

@@ -206,6 +206,9 @@ async fn a_database_migrated_by_an_earlier_statgate_has_its_history_moved_and_no
          insert into public._sqlx_migrations (version, description, success, checksum, execution_time)
            select version, description, true, checksum, 1 from statgate.migrations;
          insert into public._sqlx_migrations values (99999999, 'the app', now(), true, '\\x05', 1);
+         -- the example's migration 2 as released, before a comment-only edit
+         update public._sqlx_migrations set checksum = decode('3dd8978536481ce7ea32f5a7d0a69fe57b54dda040b3dfb6a1be202aacf2380a9e2a7924e9866196c76aa15557ba2b80', 'hex')
+          where version = 2;
          delete from statgate.migrations;",
     )
     .execute(&db)
@@ -218,6 +221,21 @@ async fn a_database_migrated_by_an_earlier_statgate_has_its_history_moved_and_no
     assert!(log.contains("earlier statgate"), "{log}");
     assert!(String::from_utf8_lossy(&output.stdout).contains("0 new"));
     assert_eq!(statgate_history(&db).await, applied);
+    let current: Vec<u8> = sqlx::query_scalar(
+        "select checksum from statgate.migrations where scope = 'example' and version = 2",
+    )
+    .fetch_one(&db)
+    .await
+    .expect("the example's migration 2");
+    assert_eq!(
+        current,
+        statgate::db::migrations::EXAMPLE
+            .iter()
+            .find(|m| m.version == 2)
+            .map(|m| m.checksum.to_vec())
+            .expect("shipped"),
+        "a comment-only edit is recorded under its new checksum"
+    );
     let left: Vec<i64> = sqlx::query_scalar("select version from public._sqlx_migrations")
         .fetch_all(&db)
         .await
@@ -363,4 +381,36 @@ async fn check_refuses_a_value_query_with_two_columns_and_serve_refuses_the_regi
         .expect("refused");
     assert!(refused.to_string().contains("posts/pair/pair"), "{refused}");
     drop(db);
+}
+
+#[tokio::test]
+async fn check_runs_each_query_with_the_gateway_s_own_privileges() {
+    let (url, db) = crate::helpers::fresh_database().await;
+    let role = format!("reader_{}", std::process::id());
+    sqlx::raw_sql(&format!(
+        "drop role if exists {role}; create role {role} login;"
+    ))
+    .execute(&db)
+    .await
+    .expect("a role without grants");
+    let as_reader = url.replacen("postgres@", &format!("{role}@"), 1);
+    let registry = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(registry.path().join("posts")).expect("mkdir");
+    std::fs::write(
+        registry.path().join("posts/list.toml"),
+        "[all]\nsql = \"SELECT post_id, comment_count FROM post_stats WHERE post_id = ANY(:ids)\"\nargs = { ids = \"int8[]\" }\nwatch = [{ table = \"post_stats\", match = { post_id = \":ids\" } }]\n",
+    )
+    .expect("write");
+    let (ok, output) = check(&as_reader, registry.path());
+    assert!(!ok, "{output}");
+    assert!(
+        output.contains("posts/list/all") && output.contains("permission denied"),
+        "{output}"
+    );
+    sqlx::query(&format!("grant select on post_stats to {role}"))
+        .execute(&db)
+        .await
+        .expect("grant");
+    let (ok, output) = check(&as_reader, registry.path());
+    assert!(ok, "{output}");
 }

@@ -83,7 +83,7 @@ async fn a_user_past_1000_signatures_gets_too_many_signatures_and_one_it_already
     );
     assert!(app
         .state
-        .metrics
+        .metrics()
         .render()
         .contains("statgate_refused_signatures_total{scope=\"user\"} 1"));
 }
@@ -135,7 +135,7 @@ async fn the_total_signature_limit_counts_only_new_signatures_and_applies_to_the
     );
     assert!(app
         .state
-        .metrics
+        .metrics()
         .render()
         .contains("statgate_refused_signatures_total{scope=\"server\"} 2"));
 }
@@ -202,7 +202,7 @@ async fn a_value_over_1000_rows_or_64_kib_is_not_sent_and_its_followers_get_valu
     // 200 more kinds of 400 characters: under 1,000 rows, over 64 KiB.
     add_reaction_kinds(&app, post, 200, "'wide-' || lpad(i::text, 400, 'x')").await;
     expect_value_too_large(&mut ws, &signature, "STATGATE_MAX_VALUE_BYTES").await;
-    let metrics = app.state.metrics.render();
+    let metrics = app.state.metrics().render();
     let counted = metrics
         .lines()
         .find_map(|line| {

@@ -401,7 +401,7 @@ async fn parity_serves_the_live_value_of_a_corrupted_stats_row_on_first_computat
 
 #[tokio::test]
 async fn parity_at_full_sample_rate_never_pushes_a_corrupted_value() {
-    let app = TestApp::spawn_with(|config| config.parity_sample_rate = 1.0).await;
+    let app = TestApp::spawn_with(|config| config.recompute.parity_sample_rate = 1.0).await;
     let post = app.new_post().await;
     app.add_comment(post).await;
     let (signature, mut ws, mut received) = app.watch_comments(post).await;
@@ -447,7 +447,7 @@ async fn a_query_over_a_declared_counter_pushes_its_changes() {
 /// checked: no divergence; a corrupted row is still caught.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parity_under_two_concurrent_writers_reports_no_false_divergence_and_still_catches_drift() {
-    let app = TestApp::spawn_with(|config| config.parity_sample_rate = 1.0).await;
+    let app = TestApp::spawn_with(|config| config.recompute.parity_sample_rate = 1.0).await;
     let stop = CancellationToken::new();
     let mut posts = Vec::new();
     let mut readers = Vec::new();
@@ -468,7 +468,7 @@ async fn parity_under_two_concurrent_writers_reports_no_false_divergence_and_sti
         }));
         posts.push(post);
     }
-    let metrics = &app.state.metrics;
+    let metrics = &app.state.metrics();
     let label = metrics.query("posts/stats/commentCount");
     let checks = || metrics.parity_checks.get_or_create(&label).get();
     let divergences = || metrics.parity_divergences.get_or_create(&label).get();

@@ -115,7 +115,7 @@ async fn the_post_list_and_the_token_are_for_the_demo_user() {
     let (status, body) = app.demo(reqwest::Method::GET, "/demo/api/token").await;
     assert_eq!(status, 200, "{body}");
     let jwt = body["authToken"].as_str().expect("authToken");
-    let claims = app.state.auth.verify_jwt(jwt).expect("a valid JWT");
+    let claims = app.state.auth().verify_jwt(jwt).expect("a valid JWT");
     assert_eq!(claims.user, "alice");
 }
 
@@ -293,7 +293,7 @@ async fn traffic_stops_at_shutdown() {
 async fn the_connection_that_checked_the_registry_still_recomputes() {
     let app = TestApp::spawn_with(|config| {
         config.demo = true;
-        config.pool_size = 1;
+        config.recompute.pool_size = 1;
     })
     .await;
     let post = app.new_post().await;

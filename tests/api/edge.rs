@@ -87,15 +87,15 @@ fn assert_refused(response: &str, scope: &str) {
 #[tokio::test]
 async fn connections_over_the_total_or_per_address_limit_get_503_at_accept_and_websockets_count() {
     let app = TestApp::spawn_with(|config| {
-        config.limits.max_connections = 4;
-        config.limits.max_connections_per_ip = 2;
-        config.limits.keep_alive_timeout = Duration::from_secs(1);
+        config.http.max_connections = 4;
+        config.http.max_connections_per_ip = 2;
+        config.http.keep_alive_timeout = Duration::from_secs(1);
     })
     .await;
     // The harness's readiness probe left a keep-alive connection: the keep-alive timeout
     // closes it.
     wait_until(WAIT, "idle keep-alive connections closed", || {
-        app.state.metrics.tcp_connections.get() == 0
+        app.state.metrics().tcp_connections.get() == 0
     })
     .await;
 
@@ -112,13 +112,13 @@ async fn connections_over_the_total_or_per_address_limit_get_503_at_accept_and_w
 
     drop(ws);
     wait_until(WAIT, "the closed WebSocket gave its place back", || {
-        app.state.metrics.tcp_connections.get() == 3
+        app.state.metrics().tcp_connections.get() == 3
     })
     .await;
     let mut seventh = connect_from(ip(4), app.address).await;
     assert_served(&mut seventh).await;
     // Read in process: the server is full, so `GET /metrics` would be refused too.
-    let metrics = app.state.metrics.render();
+    let metrics = app.state.metrics().render();
     for scope in ["address", "server"] {
         assert!(
             metrics.contains(&format!(
@@ -132,7 +132,7 @@ async fn connections_over_the_total_or_per_address_limit_get_503_at_accept_and_w
 #[tokio::test]
 async fn a_websocket_outlives_the_request_timeout_and_a_dribbled_body_gets_408() {
     let app = TestApp::spawn_with(|config| {
-        config.limits.request_timeout = Duration::from_secs(1);
+        config.http.request_timeout = Duration::from_secs(1);
     })
     .await;
     let mut ws = app.connect("u1", None).await;

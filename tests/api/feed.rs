@@ -13,7 +13,7 @@ use crate::helpers::{converge_to, read_until, wait_for, wait_until, TestApp};
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn spawn_table_mode() -> TestApp {
-    TestApp::spawn_with(|config| config.change_feed = ChangeFeed::Table).await
+    TestApp::spawn_with(|config| config.feed.mode = ChangeFeed::Table).await
 }
 
 /// Rows of `statgate.changes` about `post_stats` (a comment also changes the example's
@@ -88,7 +88,7 @@ async fn in_table_mode_a_ten_thousand_row_insert_converges() {
 #[tokio::test]
 async fn changes_made_while_no_gateway_runs_are_read_when_one_starts() {
     let first = spawn_table_mode().await;
-    let url = first.state.config.database.clone();
+    let url = first.state.config().database.clone();
     let post = first.new_post().await;
     let db = first.db.clone();
     first.shutdown.cancel();
@@ -112,11 +112,11 @@ async fn changes_made_while_no_gateway_runs_are_read_when_one_starts() {
         panic!("tests use an external database");
     };
     let second = TestApp::spawn_on(url.expose().to_owned(), db, |config| {
-        config.change_feed = ChangeFeed::Table
+        config.feed.mode = ChangeFeed::Table
     })
     .await;
     let deadline = tokio::time::Instant::now() + WAIT;
-    while second.state.metrics.notifications.get() < before as u64 + 3 {
+    while second.state.metrics().notifications.get() < before as u64 + 3 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the new gateway read the changes it missed"
@@ -132,11 +132,11 @@ async fn changes_made_while_no_gateway_runs_are_read_when_one_starts() {
 #[tokio::test]
 async fn two_table_mode_gateways_on_one_database_both_see_every_change() {
     let one = spawn_table_mode().await;
-    let statgate::config::Database::External(url) = one.state.config.database.clone() else {
+    let statgate::config::Database::External(url) = one.state.config().database.clone() else {
         panic!("tests use an external database");
     };
     let two = TestApp::spawn_on(url.expose().to_owned(), one.db.clone(), |config| {
-        config.change_feed = ChangeFeed::Table
+        config.feed.mode = ChangeFeed::Table
     })
     .await;
     let post = one.new_post().await;
@@ -168,7 +168,7 @@ async fn a_killed_poller_connection_reconnects_and_loses_no_value() {
     }
     converge_to(&mut ws, &mut received, &signature, json!(5)).await;
     wait_until(WAIT, "the poller reconnected", || {
-        app.state.metrics.listener_reconnects.get() >= 1
+        app.state.metrics().listener_reconnects.get() >= 1
     })
     .await;
 }
@@ -261,7 +261,7 @@ async fn a_change_that_cannot_be_recorded_is_counted_where_operators_see_it_and_
     let app = spawn_table_mode().await;
     let post = app.new_post().await;
     let (signature, mut ws, mut received) = app.watch_comments(post).await;
-    let resyncs = app.state.metrics.resyncs.get();
+    let resyncs = app.state.metrics().resyncs.get();
 
     // The change table unusable for one transaction (the poller's reads just wait for it): its
     // comment commits, and its change reaches no gateway.
@@ -294,7 +294,7 @@ async fn a_change_that_cannot_be_recorded_is_counted_where_operators_see_it_and_
         unrecorded.is_some_and(|n| n >= 2.0),
         "post_stats and author_comment_counts each lost a change: {unrecorded:?}"
     );
-    assert!(app.state.metrics.resyncs.get() > resyncs, "a resync ran");
+    assert!(app.state.metrics().resyncs.get() > resyncs, "a resync ran");
     let rows: Vec<(String, i64)> = sqlx::query_as(
         "select table_name, sum(count)::int8 from statgate.unrecorded_changes group by 1 order by 1",
     )

@@ -253,7 +253,7 @@ impl TestApp {
 
     pub fn jwt(&self, user: &str) -> String {
         self.state
-            .auth
+            .auth()
             .mint_jwt(user, Duration::from_secs(3600))
             .expect("jwt")
     }
@@ -283,7 +283,7 @@ impl TestApp {
 
     /// A JWT with exactly these claims, signed with the gateway's (first) secret.
     pub fn sign_jwt(&self, claims: Value) -> String {
-        let secret = self.state.config.jwt_secrets[0].expose();
+        let secret = self.state.config().auth.jwt_secrets[0].expose();
         jsonwebtoken::encode(
             &jsonwebtoken::Header::default(),
             &claims,
@@ -362,9 +362,9 @@ impl TestApp {
     /// Waits until no socket, subscription or signature is left in the gateway.
     pub async fn wait_released(&self, within: Duration, why: &str) {
         wait_until(within, why, || {
-            self.state.metrics.connections.get() == 0
-                && self.state.metrics.subscriptions.get() == 0
-                && self.state.hub.is_empty()
+            self.state.metrics().connections.get() == 0
+                && self.state.metrics().subscriptions.get() == 0
+                && self.state.hub().is_empty()
         })
         .await;
     }

@@ -246,7 +246,7 @@ async fn rs256_es256_and_eddsa_tokens_of_the_provider_are_accepted_beside_hs256(
     let (rsa, ec, ed) = (rsa_a(), ec(), ed());
     let provider = Provider::start(&[&rsa, &ec, &ed]).await;
     let app = TestApp::spawn_with(|config| {
-        config.jwks = Some(jwks_config(provider.address, Duration::from_secs(60)))
+        config.auth.jwks = Some(jwks_config(provider.address, Duration::from_secs(60)))
     })
     .await;
     assert_eq!(provider.fetches(), 1, "fetched once, at start-up");
@@ -282,7 +282,7 @@ async fn a_rotated_key_is_accepted_after_one_refetch_and_unknown_kids_cannot_ham
     let (old, new) = (rsa_a(), rsa_b());
     let provider = Provider::start(&[&old]).await;
     let app = TestApp::spawn_with(|config| {
-        config.jwks = Some(jwks_config(provider.address, Duration::from_secs(60)))
+        config.auth.jwks = Some(jwks_config(provider.address, Duration::from_secs(60)))
     })
     .await;
     assert_accepted(&app, &sign(&old, &claims("u1")), "the first key").await;
@@ -320,10 +320,11 @@ async fn none_hmac_with_the_public_key_unknown_kid_unlisted_and_expired_tokens_a
     let (rsa, ec) = (rsa_a(), ec());
     let provider = Provider::start(&[&rsa, &ec]).await;
     let config_jwks = jwks_config(provider.address, Duration::from_secs(60));
-    let with_secret = TestApp::spawn_with(|config| config.jwks = Some(config_jwks.clone())).await;
+    let with_secret =
+        TestApp::spawn_with(|config| config.auth.jwks = Some(config_jwks.clone())).await;
     let without_secret = TestApp::spawn_with(|config| {
-        config.jwks = Some(config_jwks.clone());
-        config.jwt_secrets.clear();
+        config.auth.jwks = Some(config_jwks.clone());
+        config.auth.jwt_secrets.clear();
     })
     .await;
     let good = claims("u1");
@@ -430,7 +431,7 @@ async fn a_provider_down_at_start_up_and_later_is_survived_with_the_cached_keys(
         .and_then(|listener| listener.local_addr())
         .expect("a free port");
     let app = TestApp::spawn_with(|config| {
-        config.jwks = Some(jwks_config(address, Duration::from_secs(60)))
+        config.auth.jwks = Some(jwks_config(address, Duration::from_secs(60)))
     })
     .await;
     assert_accepted(&app, &app.jwt("u1"), "HS256 while the provider is down").await;
@@ -458,7 +459,7 @@ async fn a_provider_down_at_start_up_and_later_is_survived_with_the_cached_keys(
 
     // Down again: a fetch fails with an error, and the cached keys keep working.
     provider.set_up(false);
-    let key_set = app.state.auth.key_set().expect("a key set");
+    let key_set = app.state.auth().key_set().expect("a key set");
     let err = key_set.refresh().await.expect_err("the provider is down");
     assert!(err.to_string().contains("503"), "{err}");
     assert_accepted(&app, &jwt, "the cached key while the provider is down").await;
@@ -490,8 +491,8 @@ async fn the_user_claim_names_the_user_for_tokens_limits_and_auth_rules() {
     let provider = Provider::start(&[&rsa]).await;
     let app = TestApp::spawn_with(|config| {
         config.queries = statgate::config::Queries::Directory(queries.path().to_owned());
-        config.jwt_user_claim = "user_id".into();
-        config.jwks = Some(jwks_config(provider.address, Duration::from_secs(60)));
+        config.auth.jwt_user_claim = "user_id".into();
+        config.auth.jwks = Some(jwks_config(provider.address, Duration::from_secs(60)));
         config.limits.max_sockets_per_user = 1;
     })
     .await;
@@ -546,7 +547,7 @@ async fn the_user_claim_names_the_user_for_tokens_limits_and_auth_rules() {
     crate::helpers::assert_pong(&mut ws, "alice's socket is served").await;
     drop(ws);
     wait_until(WAIT, "alice's socket is released", || {
-        app.state.metrics.connections.get() == 0
+        app.state.metrics().connections.get() == 0
     })
     .await;
 }

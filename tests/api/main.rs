@@ -13,6 +13,7 @@ mod identity;
 mod load;
 mod matching;
 mod realtime;
+mod reload;
 mod replica;
 mod resilience;
 mod soak;

@@ -1,4 +1,4 @@
-//! Which subscribers a change reaches (SPEC §3): moves, bulk statements, ranges and arrays.
+//! Which subscribers a change reaches (docs/REGISTRY.md): moves, bulk statements, ranges and arrays.
 
 use std::time::Duration;
 
@@ -164,4 +164,104 @@ async fn an_array_subscription_updates_when_any_listed_post_changes() {
     app.add_comment(unlisted).await;
     wait_for(&mut witness, WAIT, update_of(&witness_sig)).await;
     assert_silent(&mut ws, "a post outside the list sends nothing").await;
+}
+
+/// "No updates?": at debug level the gateway says, per change, which table and columns it
+/// carried and how many signatures it matched, and what each recompute gave. Read from the
+/// binary's own stderr, as an operator would: a capture inside this test process would share
+/// tracing's global state with every other test running beside it.
+#[tokio::test]
+async fn at_debug_level_each_change_its_matches_and_each_recompute_are_logged() {
+    use tokio::io::AsyncReadExt;
+    let (url, db) = crate::helpers::fresh_database().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let jwt_secret = "debug-log-test-jwt-secret-0123456789abcdefgh";
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_statgate"))
+        .arg("serve")
+        .env("DATABASE_URL", &url)
+        .env("STATGATE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("STATGATE_QUERIES", crate::helpers::queries_dir())
+        .env("STATGATE_JWT_SECRET", jwt_secret)
+        .env(
+            "STATGATE_TOKEN_SECRET",
+            "debug-log-test-token-secret-0123456789abcdef",
+        )
+        .env("RUST_LOG", "statgate=debug")
+        .env_remove("STATGATE_DEMO")
+        .env_remove("STATGATE_LOG_FORMAT")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("statgate starts");
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    crate::helpers::wait_until_ready(&http, &base, WAIT).await;
+
+    let post: i64 =
+        sqlx::query_scalar("insert into posts (title, author_id) values ('t', 'a') returning id")
+            .fetch_one(&db)
+            .await
+            .expect("post");
+    let mut config = statgate::Config::for_tests(url.clone(), crate::helpers::queries_dir());
+    config.auth.jwt_secrets = vec![statgate::config::Secret::new(jwt_secret)];
+    let jwt = statgate::auth::Authenticator::new(&config)
+        .mint_jwt("u1", Duration::from_secs(600))
+        .expect("jwt");
+    let reply: Value = http
+        .post(format!("{base}/realtime/subscribe"))
+        .json(&json!({"queryName": "posts/stats/commentCount", "args": {"postId": post}, "authToken": jwt}))
+        .send()
+        .await
+        .expect("subscribe")
+        .json()
+        .await
+        .expect("json");
+    let token = reply["token"].as_str().expect("token");
+    let signature = reply["signature"].as_str().expect("signature").to_owned();
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!(
+        "ws://127.0.0.1:{port}/realtime/ws?authToken={jwt}&token={token}"
+    ))
+    .await
+    .expect("connects");
+    wait_for(&mut ws, WAIT, |e| {
+        e["payload"]["signature"] == signature.as_str()
+    })
+    .await;
+    sqlx::query("insert into comments (post_id, author_id, body) values ($1, 'a', 'hi')")
+        .bind(post)
+        .execute(&db)
+        .await
+        .expect("comment");
+    wait_for(&mut ws, WAIT, |e| {
+        update_of(&signature)(e) && e["payload"]["data"] == json!(1)
+    })
+    .await;
+    // the recompute logs right after it hands the value over: give it a moment, then stop.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    child.start_kill().expect("kill");
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .await
+        .expect("stderr reads");
+
+    let change = stderr.lines().find(|line| {
+        line.contains("change")
+            && line.contains("table=public.post_stats")
+            && line.contains("matched=1")
+    });
+    assert!(change.is_some(), "no change line in:\n{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|line| line.contains("recomputed") && line.contains("Sent")),
+        "no recompute line in:\n{stderr}"
+    );
 }

@@ -279,7 +279,7 @@ async fn an_expiring_jwt_closes_with_4001_unless_refreshed_by_the_same_user() {
     let app = TestApp::spawn().await;
     let short = |user: &str| {
         app.state
-            .auth
+            .auth()
             .mint_jwt(user, Duration::from_secs(2))
             .expect("jwt")
     };
@@ -348,12 +348,13 @@ async fn a_rotated_jwt_secret_list_accepts_tokens_of_every_listed_secret_on_an_o
     let old = "old-jwt-secret-0123456789abcdefghijklmnop";
     let new = "new-jwt-secret-0123456789abcdefghijklmnop";
     // Mid-rotation the gateway lists the new secret first and still accepts the old one.
-    let app =
-        TestApp::spawn_with(|config| config.jwt_secrets = vec![Secret::new(new), Secret::new(old)])
-            .await;
+    let app = TestApp::spawn_with(|config| {
+        config.auth.jwt_secrets = vec![Secret::new(new), Secret::new(old)]
+    })
+    .await;
     let signer = |secret: &str| {
         let mut config = Config::for_tests("postgres://unused/x".into(), "queries".into());
-        config.jwt_secrets = vec![Secret::new(secret)];
+        config.auth.jwt_secrets = vec![Secret::new(secret)];
         Authenticator::new(&config)
     };
     let jwt = |secret: &str| {
@@ -418,6 +419,12 @@ const CONSTANT_KEYS: [&str; 4] = [
 /// The configuration demo mode derives from these flags, with its data directory in `dir`.
 fn demo_config(dir: &tempfile::TempDir, flags: &[&str]) -> statgate::Config {
     use clap::Parser;
+    /// The flags the binary shares with every subcommand.
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        settings: statgate::config::Settings,
+    }
     let data_dir = dir.path().join("pgdata");
     let mut argv = vec![
         "statgate",
@@ -426,7 +433,7 @@ fn demo_config(dir: &tempfile::TempDir, flags: &[&str]) -> statgate::Config {
         data_dir.to_str().expect("utf-8"),
     ];
     argv.extend_from_slice(flags);
-    statgate::config::Cli::try_parse_from(argv)
+    Flags::try_parse_from(argv)
         .expect("flags parse")
         .settings
         .into_config()
@@ -455,8 +462,8 @@ async fn demo_mode_with_one_secret_set_refuses_tokens_forged_with_a_constant_key
     );
     let app = TestApp::spawn_with(|config| {
         config.demo = true;
-        config.jwt_secrets = only_jwt.jwt_secrets.clone();
-        config.token_secrets = only_jwt.token_secrets.clone();
+        config.auth.jwt_secrets = only_jwt.auth.jwt_secrets.clone();
+        config.auth.token_secrets = only_jwt.auth.token_secrets.clone();
     })
     .await;
     let mallory = app.jwt("mallory");
@@ -491,8 +498,8 @@ async fn demo_mode_with_one_secret_set_refuses_tokens_forged_with_a_constant_key
     );
     let app = TestApp::spawn_with(|config| {
         config.demo = true;
-        config.jwt_secrets = only_token.jwt_secrets.clone();
-        config.token_secrets = only_token.token_secrets.clone();
+        config.auth.jwt_secrets = only_token.auth.jwt_secrets.clone();
+        config.auth.token_secrets = only_token.auth.token_secrets.clone();
     })
     .await;
     for key in CONSTANT_KEYS {
@@ -515,7 +522,7 @@ async fn a_subscription_whose_auth_rule_the_sockets_jwt_fails_is_forbidden() {
     // key, or a token signed before the rule existed, would be): the socket checks the rule.
     let (token, _) = app
         .state
-        .auth
+        .auth()
         .sign_token("mallory", DAILY_COUNT, ALICE_STEPS);
     assert_eq!(
         app.upgrade(&app.jwt("mallory"), Some(&token)).await,
@@ -534,7 +541,7 @@ async fn a_subscription_whose_auth_rule_the_sockets_jwt_fails_is_forbidden() {
     assert_eq!(reply["event"], "error", "{reply}");
     assert_eq!(reply["payload"]["code"], "forbidden", "{reply}");
     assert_eq!(reply["payload"]["id"], 7);
-    assert!(app.state.hub.is_empty(), "nothing was attached");
+    assert!(app.state.hub().is_empty(), "nothing was attached");
 
     // Alice herself subscribes as before.
     let args: serde_json::Value = serde_json::from_str(ALICE_STEPS).expect("args");
@@ -609,7 +616,7 @@ async fn an_auth_frame_whose_claims_fail_a_rule_drops_that_subscription_with_for
     let refreshed = wait_for(&mut ws, WAIT, |e| e["event"] == "authenticated").await;
     assert_eq!(refreshed["payload"]["id"], 2);
     crate::helpers::wait_until(WAIT, "the guarded signature left the hub", || {
-        app.state.metrics.subscriptions.get() == 1
+        app.state.metrics().subscriptions.get() == 1
     })
     .await;
     send_json(

@@ -109,7 +109,7 @@ async fn killing_the_listener_backend_loses_no_final_value() {
     let fresh = listener_backends(&app.db).await;
     assert_eq!(fresh.len(), 1);
     assert_ne!(fresh[0], backends[0], "the listener reconnected");
-    assert!(app.state.metrics.listener_reconnects.get() >= 1);
+    assert!(app.state.metrics().listener_reconnects.get() >= 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,13 +192,13 @@ fn survive_outages(name: &str, feed: ChangeFeed, rounds: usize) -> Vec<String> {
     let ((), lines) = run_with_captured_logs("statgate=info", async {
         let (mut private, db) = PrivateServer::start(name).await;
         let app = TestApp::spawn_on(private.url.clone(), db, |config| {
-            config.feed_canary = Duration::from_secs(1);
-            config.change_feed = feed;
+            config.feed.canary = Duration::from_secs(1);
+            config.feed.mode = feed;
         })
         .await;
         let posts = posts(&app, rounds * 2 + 1).await;
         let mut watchers = Watchers::open(&app, &posts).await;
-        let metrics = &app.state.metrics;
+        let metrics = &app.state.metrics();
         for round in 0..rounds {
             let reconnects = metrics.listener_reconnects.get();
             private.stop().await;
@@ -311,7 +311,7 @@ async fn a_notify_flood_from_a_role_without_grants_costs_a_handful_of_bulk_recom
         .await
         .expect("set role");
 
-    let metrics = &app.state.metrics;
+    let metrics = &app.state.metrics();
     let label = metrics.query("posts/stats/commentCount");
     let recomputes = || metrics.recomputes.get_or_create(&label).get();
     let (resyncs, recomputed, errors) = (
@@ -394,7 +394,8 @@ async fn a_notify_flood_from_a_role_without_grants_costs_a_handful_of_bulk_recom
 
 #[tokio::test]
 async fn server_pings_keep_a_reading_client_and_close_a_silent_one_with_4000() {
-    let app = TestApp::spawn_with(|config| config.heartbeat = Duration::from_millis(300)).await;
+    let app =
+        TestApp::spawn_with(|config| config.http.heartbeat = Duration::from_millis(300)).await;
     let (token, _) = app
         .subscribe("u1", "posts/stats/commentCount", json!({"postId": 1}))
         .await;
@@ -448,10 +449,10 @@ async fn a_client_that_never_reads_is_closed_with_4009_and_released() {
         send_json(&mut lazy, json!({"type": "subscribe", "token": token})).await;
     }
 
-    let before = app.state.metrics.slow_consumer_closes.get();
+    let before = app.state.metrics().slow_consumer_closes.get();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     let mut statements = 0;
-    while app.state.metrics.slow_consumer_closes.get() == before {
+    while app.state.metrics().slow_consumer_closes.get() == before {
         assert!(
             tokio::time::Instant::now() < deadline,
             "a client that never reads was not closed after {statements} statements"
@@ -506,7 +507,7 @@ async fn sigterm_closes_sockets_with_1001_and_the_binary_exits_0() {
     let base = format!("http://127.0.0.1:{port}");
     wait_until_ready(&http, &base, WAIT).await;
     let mut config = statgate::Config::for_tests(url.clone(), crate::helpers::queries_dir());
-    config.jwt_secrets = vec![statgate::config::Secret::new(jwt_secret)];
+    config.auth.jwt_secrets = vec![statgate::config::Secret::new(jwt_secret)];
     let jwt = statgate::auth::Authenticator::new(&config)
         .mint_jwt("u1", Duration::from_secs(600))
         .expect("jwt");
@@ -543,7 +544,7 @@ async fn sigterm_closes_sockets_with_1001_and_the_binary_exits_0() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listener_that_silently_stops_delivering_is_found_by_the_canary_and_replaced() {
-    let app = TestApp::spawn_with(|config| config.feed_canary = Duration::from_millis(300)).await;
+    let app = TestApp::spawn_with(|config| config.feed.canary = Duration::from_millis(300)).await;
     let posts = posts(&app, 2).await;
     let mut watchers = Watchers::open(&app, &posts).await;
     let backends = listener_backends(&app.db).await;
@@ -564,7 +565,7 @@ async fn a_listener_that_silently_stops_delivering_is_found_by_the_canary_and_re
     }
     let result = async {
         watchers.converge(&app).await;
-        let failures = app.state.metrics.canary_failures.get();
+        let failures = app.state.metrics().canary_failures.get();
         let fresh = listener_backends(&app.db).await;
         (failures, fresh)
     }
@@ -703,7 +704,10 @@ async fn a_panic_in_one_connections_task_closes_only_that_connection() {
     wait_until(
         Duration::from_secs(10),
         "the panicked connection released its gauge and subscription",
-        || app.state.metrics.connections.get() == 1 && app.state.metrics.subscriptions.get() == 1,
+        || {
+            app.state.metrics().connections.get() == 1
+                && app.state.metrics().subscriptions.get() == 1
+        },
     )
     .await;
     let health = app
@@ -718,8 +722,8 @@ async fn a_panic_in_one_connections_task_closes_only_that_connection() {
 #[tokio::test]
 async fn an_exhausted_pool_holds_back_neither_the_listener_nor_the_canary() {
     let app = TestApp::spawn_with(|config| {
-        config.pool_size = 2;
-        config.feed_canary = Duration::from_secs(2);
+        config.recompute.pool_size = 2;
+        config.feed.canary = Duration::from_secs(2);
     })
     .await;
     let post = app.new_post().await;
@@ -729,19 +733,19 @@ async fn an_exhausted_pool_holds_back_neither_the_listener_nor_the_canary() {
     // probes wait for a connection, while each change must still reach the listener at once
     // (a probe awaited in the listener's loop would hold it up for half an interval).
     let held = (
-        app.state.pool.acquire().await.expect("first"),
-        app.state.pool.acquire().await.expect("second"),
+        app.state.pool().acquire().await.expect("first"),
+        app.state.pool().acquire().await.expect("second"),
     );
-    let failures = app.state.metrics.canary_failures.get();
+    let failures = app.state.metrics().canary_failures.get();
     let mut slowest = Duration::ZERO;
     for _ in 0..12 {
-        let before = app.state.metrics.notifications.get();
+        let before = app.state.metrics().notifications.get();
         let started = std::time::Instant::now();
         app.add_comment(post).await;
         wait_until(
             Duration::from_secs(5),
             "the listener took the change while the pool was exhausted",
-            || app.state.metrics.notifications.get() > before,
+            || app.state.metrics().notifications.get() > before,
         )
         .await;
         slowest = slowest.max(started.elapsed());
@@ -752,11 +756,11 @@ async fn an_exhausted_pool_holds_back_neither_the_listener_nor_the_canary() {
         "a change waited {slowest:?} for the listener"
     );
     assert_eq!(
-        app.state.metrics.canary_failures.get(),
+        app.state.metrics().canary_failures.get(),
         failures,
         "an unsendable probe is not a lost one"
     );
-    assert_eq!(app.state.metrics.listener_reconnects.get(), 0);
+    assert_eq!(app.state.metrics().listener_reconnects.get(), 0);
 
     drop(held);
     converge_to(&mut ws, &mut received, &signature, json!(12)).await;

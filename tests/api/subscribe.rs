@@ -399,7 +399,7 @@ async fn a_jwt_not_valid_yet_or_with_a_critical_header_is_unauthorized() {
         &header,
         &claims,
         &jsonwebtoken::EncodingKey::from_secret(
-            app.state.config.jwt_secrets[0].expose().as_bytes(),
+            app.state.config().auth.jwt_secrets[0].expose().as_bytes(),
         ),
     )
     .expect("jwt");
@@ -663,4 +663,86 @@ async fn a_batch_costs_its_user_one_subscribe_per_entry_and_its_address_one_requ
     assert!(body["error"]["message"]
         .as_str()
         .is_some_and(|m| m.contains("address")));
+}
+
+#[tokio::test]
+async fn a_wrong_method_gets_a_json_405() {
+    let app = TestApp::spawn().await;
+    let response = app
+        .http
+        .get(app.url("/realtime/subscribe"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(error_of(response).await, (405, "method_not_allowed".into()));
+}
+
+/// A page on another origin may call the subscribe endpoints only when its origin is listed.
+#[tokio::test]
+async fn listed_origins_get_cors_answers_and_others_get_none() {
+    let app = TestApp::spawn_with(|config| {
+        config.http.cors_origins = vec!["https://app.example.com".into()];
+    })
+    .await;
+    let preflight = |origin: &'static str| {
+        app.http
+            .request(
+                reqwest::Method::OPTIONS,
+                app.url("/realtime/subscribe/batch"),
+            )
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .header(
+                "Access-Control-Request-Headers",
+                "content-type,authorization",
+            )
+            .send()
+    };
+    let allowed = preflight("https://app.example.com")
+        .await
+        .expect("preflight");
+    assert!(allowed.status().is_success(), "{}", allowed.status());
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    let methods = allowed.headers()["access-control-allow-methods"]
+        .to_str()
+        .expect("ascii");
+    assert!(methods.contains("POST"), "{methods}");
+    let other = preflight("https://evil.example").await.expect("preflight");
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+
+    let response = app
+        .http
+        .post(app.url("/realtime/subscribe"))
+        .header("Origin", "https://app.example.com")
+        .json(&json!({"queryName": "posts/stats/commentCount", "args": {"postId": 1}, "authToken": app.jwt("u1")}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    let exposed = response.headers()["access-control-expose-headers"]
+        .to_str()
+        .expect("ascii")
+        .to_ascii_lowercase();
+    assert!(exposed.contains("retry-after"), "{exposed}");
+
+    let same_origin_only = TestApp::spawn().await;
+    let response = same_origin_only
+        .http
+        .post(same_origin_only.url("/realtime/subscribe"))
+        .header("Origin", "https://app.example.com")
+        .json(&json!({"queryName": "posts/stats/commentCount", "args": {"postId": 1}, "authToken": same_origin_only.jwt("u1")}))
+        .send()
+        .await
+        .expect("request");
+    assert!(response
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
 }

@@ -133,7 +133,7 @@ async fn verify_full_tls_serves_the_pool_and_the_listener_and_refuses_an_untrust
     let app = TestApp::spawn_on(url, db.clone(), |_| {}).await;
     let pool_on_tls: bool =
         sqlx::query_scalar("select ssl from pg_stat_ssl where pid = pg_backend_pid()")
-            .fetch_one(&app.state.pool)
+            .fetch_one(app.state.pool())
             .await
             .expect("pool connection");
     assert!(pool_on_tls, "the recompute pool talks TLS");

@@ -1,4 +1,4 @@
-//! The PostgreSQL side (SPEC §2): exact stats under a random mix of writes, and payloads.
+//! The PostgreSQL side (docs/ARCHITECTURE.md, "The change payload"): exact stats under a random mix of writes, and payloads.
 
 use std::time::Duration;
 
@@ -332,8 +332,8 @@ async fn a_gateway_role_with_the_documented_grants_serves_without_owning_statgat
         let as_gateway = format!("{scheme}://{gateway}@{host}");
         let app = TestApp::spawn_on(as_gateway, db, |config| {
             config.migrate = false;
-            config.change_feed = feed;
-            config.unrecorded_check = Duration::from_millis(200);
+            config.feed.mode = feed;
+            config.feed.unrecorded_check = Duration::from_millis(200);
         })
         .await;
         let post = app.new_post().await;
@@ -354,9 +354,56 @@ async fn a_gateway_role_with_the_documented_grants_serves_without_owning_statgat
             "with d as (delete from statgate.changes where false returning 1) select count(*) from d",
         ] {
             sqlx::query(poll)
-                .fetch_one(&app.state.pool)
+                .fetch_one(app.state.pool())
                 .await
                 .unwrap_or_else(|err| panic!("{feed:?}: {poll}: {err}"));
         }
     }
+}
+
+/// A table-feed gateway whose role may not read `statgate.changes` (a missing grant) waits with
+/// back-off and says it is not ready, instead of reconnecting and resyncing in a hot loop
+/// while `/readyz` answers 200.
+#[tokio::test]
+async fn a_poller_that_may_not_read_the_change_table_backs_off_and_is_not_ready() {
+    let (url, db) = fresh_database().await;
+    let gateway = app_role(&db, &[]).await;
+    for grant in [
+        format!("alter role {gateway} login"),
+        format!("grant usage on schema statgate to {gateway}"),
+        format!("grant select, insert, update on statgate.settings to {gateway}"),
+        format!("grant select on statgate.unrecorded_changes to {gateway}"),
+        format!("grant select on all tables in schema public to {gateway}"),
+    ] {
+        sqlx::query(&grant).execute(&db).await.expect("grant");
+    }
+    let (scheme, rest) = url.split_once("://").expect("url");
+    let (_, host) = rest.split_once('@').expect("user in url");
+    let mut config = statgate::Config::for_tests(
+        format!("{scheme}://{gateway}@{host}"),
+        crate::helpers::queries_dir(),
+    );
+    config.migrate = false;
+    config.feed.mode = ChangeFeed::Table;
+    let app = statgate::Application::build(config)
+        .await
+        .expect("the gateway starts");
+    let address = app.address();
+    let state = app.state().clone();
+    let shutdown = app.shutdown_token();
+    let running = tokio::spawn(app.run());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let reconnects = state.metrics().listener_reconnects.get();
+    let resyncs = state.metrics().resyncs.get();
+    assert!(
+        reconnects == 0 && resyncs <= 1,
+        "{reconnects} reconnects, {resyncs} resyncs in 3 s"
+    );
+    let ready = reqwest::get(format!("http://{address}/readyz"))
+        .await
+        .expect("readyz")
+        .status();
+    assert_eq!(ready, 503);
+    shutdown.cancel();
+    let _ = running.await;
 }

@@ -1,4 +1,4 @@
--- the example application of SPEC §2: posts with comments and reactions, post_stats kept exact
+-- the example application (docs/GUIDE.md shows a real one): posts with comments and reactions, post_stats kept exact
 -- by statement-level triggers, and daily measurement rollups.
 create table if not exists posts (
   id bigserial primary key,

@@ -1,7 +1,12 @@
-//! The `statgate.realtime.v1` wire format (SPEC §5): client frames, server events, and the
-//! one function that chooses close codes.
+//! The `statgate.realtime.v1` wire format (docs/PROTOCOL.md), in one place: every frame a
+//! client may send and its parsing, every event the server sends (replies, errors, the
+//! `query:update` the hub fans out), the close codes, and the signature string that names a
+//! subscription. It depends on nothing else of the crate, so every layer that speaks to clients
+//! (ws, hub, auth, registry) can use it without reaching sideways.
 
 use axum::extract::ws::{CloseFrame, Utf8Bytes};
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 pub const PROTOCOL: &str = "statgate.realtime.v1";
@@ -132,14 +137,6 @@ pub fn error(id: &Option<Value>, code: &str, message: &str) -> Utf8Bytes {
     )
 }
 
-/// An error about one subscription, which the server dropped: the payload names its signature.
-pub fn subscription_error(signature: &str, code: &str, message: &str) -> Utf8Bytes {
-    event(
-        "error",
-        json!({ "code": code, "message": message, "signature": signature }),
-    )
-}
-
 /// An error about one subscription: like [`error`], naming its signature.
 pub fn signature_error(
     id: &Option<Value>,
@@ -154,6 +151,42 @@ pub fn signature_error(
             id,
         ),
     )
+}
+
+/// The signature of a subscription: `<queryName>::<canonical args JSON>`. One signature, one
+/// value computed once for every socket that follows it.
+pub fn signature(query_name: &str, canonical_args: &str) -> String {
+    format!("{query_name}::{canonical_args}")
+}
+
+#[derive(Serialize)]
+struct UpdateFrame<'a> {
+    event: &'static str,
+    payload: UpdatePayload<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct UpdatePayload<'a> {
+    query_name: &'a str,
+    signature: &'a str,
+    data: &'a RawValue,
+    version: u64,
+}
+
+/// The `query:update` event of a new value: serialised once, the same bytes go to every socket.
+pub fn update(query_name: &str, signature: &str, data: &RawValue, version: u64) -> Utf8Bytes {
+    let frame = UpdateFrame {
+        event: "query:update",
+        payload: UpdatePayload {
+            query_name,
+            signature,
+            data,
+            version,
+        },
+    };
+    // Strings, a raw JSON value and a number always serialise.
+    Utf8Bytes::from(serde_json::to_string(&frame).unwrap_or_default())
 }
 
 /// Why the server closes a socket.
@@ -175,7 +208,7 @@ pub enum CloseReason {
     ProtocolViolation,
 }
 
-/// The close code and reason of each [`CloseReason`], in one place (SPEC §5).
+/// The close code and reason of each [`CloseReason`], in one place (docs/PROTOCOL.md).
 pub fn close_frame(reason: CloseReason) -> CloseFrame {
     let (code, text) = match reason {
         CloseReason::ShuttingDown => (1001, "server shutting down, reconnect"),

@@ -39,6 +39,8 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("no route for {0}")]
     NotFound(String),
+    #[error("{method} is not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
     /// A route that exists, naming a resource that does not (e.g. an unknown demo post).
     #[error("{0}")]
     Missing(String),
@@ -97,6 +99,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited { .. } | ApiError::TooManySockets { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
@@ -121,6 +124,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::NotFound(_) | ApiError::Missing(_) => "not_found",
             ApiError::RateLimited { .. } => "rate_limited",

@@ -1,21 +1,8 @@
-//! Who is calling, and what they may receive: authToken (JWT) verification, the caller's
-//! identity, and the stateless subscription token that statgate signs itself (SPEC §4).
-//!
-//! authTokens are verified by [`jwt`]: HS256 with the configured secrets, and tokens signed by
-//! an identity provider's keys, which [`jwks`] fetches and keeps. The user is one configured
-//! claim (`sub` unless `STATGATE_JWT_USER_CLAIM` names another); every other claim is kept for
-//! `auth` rules.
-//!
-//! The subscription token is `base64url(claims JSON) "." base64url(HMAC-SHA256)`. Any node
-//! holding one of the configured keys can verify it, so a client may subscribe on one node
-//! and connect to another. The first key signs; every key verifies (rotation). This module
-//! never logs a token or a secret, and its errors never contain one.
-
-pub mod jwks;
-mod jwt;
+//! [`Authenticator`]: verifies authTokens (through `auth::jwt`) and signs and verifies the
+//! subscription tokens statgate issues (see the `auth` module doc).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -25,62 +12,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::Sha256;
 
+use super::claims::{now_secs, AuthError, Claims, MAX_TOKEN_BYTES};
+use super::jwks::KeySet;
+use super::jwt::JwtVerifier;
 use crate::config::{Config, Secret};
-use jwks::KeySet;
-use jwt::JwtVerifier;
 
 type HmacSha256 = Hmac<Sha256>;
-
-/// Tokens longer than this are refused before any decoding work.
-pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AuthError {
-    #[error("missing authToken")]
-    MissingJwt,
-    #[error("authToken expired")]
-    ExpiredJwt,
-    #[error("invalid authToken: {0}")]
-    InvalidJwt(String),
-    #[error("invalid authToken: signed by a key (kid) the identity provider does not list")]
-    UnknownKey,
-    #[error(
-        "invalid authToken: the identity provider's keys are not loaded yet (its key set could \
-         not be fetched); retry later"
-    )]
-    KeysUnavailable,
-    #[error("invalid subscription token")]
-    InvalidToken,
-    #[error("subscription token expired")]
-    ExpiredToken,
-    #[error("the subscription token belongs to another user")]
-    UserMismatch,
-    #[error("statgate mints HS256 JWTs only, and no STATGATE_JWT_SECRET is set")]
-    NoSigningSecret,
-}
-
-/// A verified authToken: the user it names, its expiry, and every claim (for `auth` rules).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Claims {
-    /// The configured user claim's value, as a string (a number claim is rendered).
-    pub user: String,
-    /// Expiry, seconds since the Unix epoch.
-    pub exp: u64,
-    /// Every claim of the token, the user claim and `exp` included.
-    pub all: serde_json::Map<String, Value>,
-}
-
-impl Claims {
-    /// A claim as a string, for `auth` rules (a string, number or boolean claim).
-    pub fn claim(&self, name: &str) -> Option<String> {
-        match self.all.get(name)? {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            Value::Bool(b) => Some(b.to_string()),
-            _ => None,
-        }
-    }
-}
 
 /// What a subscription token binds: the user, the query, its canonical args, an expiry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,7 +36,7 @@ pub struct TokenClaims {
 
 impl TokenClaims {
     pub fn signature(&self) -> String {
-        format!("{}::{}", self.query, self.args)
+        crate::wire::signature(&self.query, &self.args)
     }
 }
 
@@ -118,29 +55,26 @@ impl std::fmt::Debug for Authenticator {
     }
 }
 
-pub fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 impl Authenticator {
     /// The authenticator of a gateway. Its key set, if any, starts empty: the caller loads it
     /// and keeps it fresh with [`KeySet::start`].
     pub fn new(config: &Config) -> Self {
-        let key_set = config.jwks.as_ref().map(|jwks| Arc::new(KeySet::new(jwks)));
+        let key_set = config
+            .auth
+            .jwks
+            .as_ref()
+            .map(|jwks| Arc::new(KeySet::new(jwks)));
         Self::build(
             JwtVerifier::new(
-                &config.jwt_secrets,
+                &config.auth.jwt_secrets,
                 key_set,
-                config.jwt_audience.as_deref(),
-                config.jwt_issuer.as_deref(),
-                &config.jwt_user_claim,
+                config.auth.jwt_audience.as_deref(),
+                config.auth.jwt_issuer.as_deref(),
+                &config.auth.jwt_user_claim,
             ),
-            &config.jwt_secrets,
-            &config.token_secrets,
-            config.token_ttl,
+            &config.auth.jwt_secrets,
+            &config.auth.token_secrets,
+            config.auth.token_ttl,
         )
     }
 
@@ -286,12 +220,6 @@ impl Authenticator {
     }
 }
 
-/// Extracts the JWT from an `Authorization: Bearer …` header value.
-pub fn bearer(header: &str) -> Option<&str> {
-    let (scheme, token) = header.trim().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,12 +307,5 @@ mod tests {
             Err(AuthError::InvalidJwt(_))
         ));
         assert_eq!(auth.verify_jwt(""), Err(AuthError::MissingJwt));
-    }
-
-    #[test]
-    fn bearer_headers_are_parsed() {
-        assert_eq!(bearer("Bearer abc"), Some("abc"));
-        assert_eq!(bearer("bearer  abc "), Some("abc"));
-        assert_eq!(bearer("Basic abc"), None);
     }
 }

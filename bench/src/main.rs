@@ -1,7 +1,7 @@
-//! `statgate-bench`: load generator for a running statgate (see `statgate::bench`).
+//! `statgate-bench`: load generator for a running statgate (see the library's module doc).
 
 use clap::Parser;
-use statgate::bench::{self, BenchCli};
+use statgate_bench::{self as bench, BenchCli};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
