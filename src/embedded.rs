@@ -37,6 +37,8 @@ const SUPERUSER: &str = "postgres";
 const START_TIMEOUT_SECS: &str = "60";
 const STOP_TIMEOUT_SECS: &str = "60";
 const MAX_CONNECTIONS: u32 = 200;
+/// Replication slots and walsenders of the server (the `wal` change feed uses one per gateway).
+const WAL_SENDERS: u32 = 20;
 /// Where data directories go that the server user could not reach where they were asked for:
 /// one per requested path, so each checkout keeps its own data across restarts.
 pub const RELOCATION_ROOT: &str = "/var/lib/statgate";
@@ -132,6 +134,9 @@ pub struct EmbeddedOptions {
     /// As root, when the server user cannot enter `data_dir` (a clone under `/root`, a
     /// `mktemp -d`), use a directory of its own under [`RELOCATION_ROOT`] instead of refusing.
     pub relocate_if_unreachable: bool,
+    /// Server settings passed after statgate's own (`-c name=value`), so they win: a test
+    /// may run the server with another `wal_level`, say.
+    pub settings: Vec<(String, String)>,
 }
 
 impl Default for EmbeddedOptions {
@@ -142,6 +147,7 @@ impl Default for EmbeddedOptions {
             bin_dir: None,
             fast_unsafe: false,
             relocate_if_unreachable: true,
+            settings: Vec::new(),
         }
     }
 }
@@ -165,6 +171,7 @@ pub struct EmbeddedPostgres {
     port: u16,
     user: Option<ServerUser>,
     fast_unsafe: bool,
+    settings: Vec<(String, String)>,
     pg_stat_statements: bool,
     running: bool,
     /// The data directory asked for, when the server user could not reach it and `data_dir` is
@@ -231,6 +238,7 @@ impl EmbeddedPostgres {
             port,
             user,
             fast_unsafe: opts.fast_unsafe,
+            settings: opts.settings,
             running: false,
             relocated_from,
             _owner: owner,
@@ -452,6 +460,15 @@ impl EmbeddedPostgres {
         }
         if self.fast_unsafe {
             opts.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
+        }
+        // STATGATE_CHANGE_FEED=wal reads a logical replication slot: one per node, and one
+        // walsender each (replication connections do not count against max_connections).
+        let _ = write!(
+            opts,
+            " -c wal_level=logical -c max_replication_slots={WAL_SENDERS} -c max_wal_senders={WAL_SENDERS}"
+        );
+        for (name, value) in &self.settings {
+            let _ = write!(opts, " -c {}", shell_quote(&format!("{name}={value}")));
         }
         opts
     }
@@ -911,6 +928,7 @@ mod tests {
             bin_dir: None,
             fast_unsafe: true,
             relocate_if_unreachable: true,
+            settings: Vec::new(),
         }
     }
 

@@ -74,6 +74,7 @@ pub async fn dispatch(
                 let matched = bulk.note(&change);
                 bulk.scheduler.mark_due(matched);
             }
+            Some(FeedEvent::Reached { lsn, confirmed }) => confirmed.reach(lsn),
             Some(FeedEvent::Resync) => {
                 if resyncs.request((), now) {
                     bulk.resync(&mut overflows);
@@ -93,6 +94,7 @@ pub async fn dispatch(
                 rows: HashMap::new(),
                 overflow: true,
                 at_micros: None,
+                row: None,
             };
             bulk.recompute(bulk.matcher.matches(&everything_on).into_iter().collect());
         }

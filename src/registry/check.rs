@@ -176,12 +176,19 @@ async fn watch_state(
     if !exists {
         return Ok(WatchState::NoTable);
     }
-    let triggers: Vec<(i32, Vec<String>)> = sqlx::query_as(WATCH_TRIGGERS)
+    let mut triggers: Vec<(i32, Vec<String>)> = sqlx::query_as(WATCH_TRIGGERS)
         .bind(&table.schema)
         .bind(&table.table)
         .fetch_all(&mut **conn)
         .await
         .map_err(RegistryError::Connect)?;
+    if triggers.is_empty() {
+        // Feed mode 'wal' drops the watch triggers: the watch is its row in statgate.watches,
+        // and the WAL feed hears every event of the table.
+        if let Some(columns) = wal_watch(conn, table).await? {
+            triggers.push((TRIGGER_INSERT | TRIGGER_UPDATE | TRIGGER_DELETE, columns));
+        }
+    }
     let key_column: Option<String> = sqlx::query_scalar(KEY_COLUMN)
         .bind(&table.schema)
         .bind(&table.table)
@@ -190,6 +197,31 @@ async fn watch_state(
         .map_err(RegistryError::Connect)?;
     Ok(watch_state_of(&triggers, key_column))
 }
+
+/// The watched columns of `table` when the database is in feed mode 'wal' (migration 0008).
+async fn wal_watch(
+    conn: &mut PoolConnection<Postgres>,
+    table: &TableName,
+) -> Result<Option<Vec<String>>, RegistryError> {
+    let migrated: bool = sqlx::query_scalar("select to_regclass('statgate.watches') is not null")
+        .fetch_one(&mut **conn)
+        .await
+        .map_err(RegistryError::Connect)?;
+    if !migrated {
+        return Ok(None);
+    }
+    sqlx::query_scalar(WAL_WATCH)
+        .bind(&table.schema)
+        .bind(&table.table)
+        .fetch_optional(&mut **conn)
+        .await
+        .map_err(RegistryError::Connect)
+}
+
+const WAL_WATCH: &str = r"
+select w.columns from statgate.watches w
+where w.tbl = to_regclass(format('%I.%I', $1, $2))
+  and (select feed_mode from statgate.settings) = 'wal'";
 
 /// The primary key's first column, else the table's first column.
 const KEY_COLUMN: &str = r"
