@@ -126,10 +126,19 @@ pub struct PrivateServer {
 
 impl PrivateServer {
     pub async fn start(name: &str) -> (PrivateServer, PgPool) {
+        Self::start_with(name, &[]).await
+    }
+
+    /// As [`start`](Self::start), with server settings (`-c name=value`) after statgate's.
+    pub async fn start_with(name: &str, settings: &[(&str, &str)]) -> (PrivateServer, PgPool) {
         let dir = std::env::temp_dir().join(format!("statgate-{name}-{}", std::process::id()));
         let server = EmbeddedPostgres::start(EmbeddedOptions {
             data_dir: dir.join("pgdata"),
             fast_unsafe: true,
+            settings: settings
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+                .collect(),
             ..EmbeddedOptions::default()
         })
         .await

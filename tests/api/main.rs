@@ -20,3 +20,4 @@ mod soak;
 mod subscribe;
 mod tls;
 mod triggers;
+mod wal;
