@@ -188,6 +188,7 @@ impl Application {
                 hub.clone(),
                 scheduler,
                 metrics.clone(),
+                config.recompute.parity_sample_rate,
             )),
             tokio::spawn(recompute.run(shutdown.clone())),
         ];

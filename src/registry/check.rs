@@ -9,7 +9,9 @@
 //!   privileges (it is run once over no arg set, which reads nothing but checks the rights);
 //! * `returns = "value"` yields exactly one column;
 //! * every watched table exists and has statgate's watch triggers for INSERT, UPDATE and
-//!   DELETE, enabled, carrying every column the query's `match` names.
+//!   DELETE, enabled, carrying every column the query's `match` names (in feed mode `wal`,
+//!   which drops the triggers: its row in `statgate.watches` names those columns);
+//! * a `carried` declaration holds against the table (see [`confirm`]).
 //!
 //! Every problem is reported, not only the first, each naming the file, the query, the table,
 //! and the statement that fixes it: `statgate.watch` replaces a table's triggers, so the fix
@@ -21,6 +23,7 @@ use std::sync::Arc;
 use sqlx::pool::PoolConnection;
 use sqlx::{Column, Executor, PgPool, Postgres};
 
+use super::confirm;
 use super::error::{Problem, RegistryError};
 use super::query::{Query, Returns};
 use crate::matcher::TableName;
@@ -50,7 +53,11 @@ pub async fn problems<'a>(
     let mut conn = pool.acquire().await.map_err(RegistryError::Connect)?;
     let mut problems = Vec::new();
     for query in queries.clone() {
-        problems.extend(statement_problems(&mut conn, query).await);
+        let found = statement_problems(&mut conn, query).await;
+        if found.is_empty() {
+            problems.extend(confirm::carried_problems(&mut conn, query).await);
+        }
+        problems.extend(found);
     }
     problems.extend(watch_problems(&mut conn, queries).await?);
     Ok(problems)

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use super::args::{self, ArgSpec, ArgType, DEFAULT_MAX_ITEMS, DEFAULT_MAX_LENGTH};
 use super::error::RegistryError;
 use super::query::{AuthRule, Query, Returns};
-use super::{sql, watch};
+use super::{carried, sql, watch};
 
 /// Where the example registry lives in the repository, as its compiled-in files' names say.
 pub(super) const EXAMPLE_QUERIES_DIR: &str = "examples/blog/queries";
@@ -114,7 +114,7 @@ fn parse_query(name: &str, file: &Path, definition: &toml::Value) -> Result<Quer
     if let Some(unknown) = table.keys().find(|key| {
         !matches!(
             key.as_str(),
-            "sql" | "args" | "returns" | "watch" | "auth" | "description" | "parity"
+            "sql" | "args" | "returns" | "watch" | "auth" | "description" | "parity" | "carried"
         )
     }) {
         return Err(format!("unknown key `{unknown}`"));
@@ -186,13 +186,17 @@ fn parse_query(name: &str, file: &Path, definition: &toml::Value) -> Result<Quer
             unused.join(", ")
         ));
     }
-    let statement = sql::batch_statement(&bound, returns);
+    let carried = table
+        .get("carried")
+        .map(|spec| carried::parse_carried(spec, &args, returns, &watch))
+        .transpose()?;
+    let statement = sql::batch_statement(&bound, returns, carried.is_some());
     let columns_statement = sql::columns_statement(&bound);
     let parity_statement = match table.get("parity") {
         Some(toml::Value::String(parity)) => {
             let bound = sql::bind_placeholders(parity.trim(), &args)
                 .map_err(|message| format!("parity: {message}"))?;
-            Some(sql::batch_statement(&bound, returns))
+            Some(sql::batch_statement(&bound, returns, false))
         }
         Some(_) => return Err("`parity` must be the SQL of the live value, as a string".into()),
         None => None,
@@ -208,6 +212,7 @@ fn parse_query(name: &str, file: &Path, definition: &toml::Value) -> Result<Quer
         auth,
         watch,
         parity_statement,
+        carried,
     })
 }
 

@@ -36,8 +36,8 @@ async fn walsenders(db: &PgPool) -> Vec<i32> {
     .expect("pg_stat_activity")
 }
 
-/// Waits until PostgreSQL has `slot`'s confirmed position at or past the WAL written so far:
-/// the gateway has confirmed everything before.
+/// Waits until PostgreSQL has the confirmed position of `slot` (a name, or a `like` pattern)
+/// at or past the WAL written so far: the gateway has matched and scheduled every change before.
 async fn wait_confirmed(db: &PgPool, slot: &str) {
     let written: String = sqlx::query_scalar("select pg_current_wal_lsn()::text")
         .fetch_one(db)
@@ -46,7 +46,8 @@ async fn wait_confirmed(db: &PgPool, slot: &str) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let caught_up: Option<bool> = sqlx::query_scalar(
-            "select confirmed_flush_lsn >= $2::pg_lsn from pg_replication_slots where slot_name = $1",
+            "select bool_and(confirmed_flush_lsn >= $2::pg_lsn) from pg_replication_slots
+              where slot_name like $1 and database = current_database()",
         )
         .bind(slot)
         .bind(&written)
@@ -62,6 +63,19 @@ async fn wait_confirmed(db: &PgPool, slot: &str) {
             "slot {slot} never confirmed {written}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `read()` once it has not moved for 300 ms (work scheduled before has run).
+async fn settled(read: impl Fn() -> u64) -> u64 {
+    let mut last = read();
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = read();
+        if now == last {
+            return now;
+        }
+        last = now;
     }
 }
 
@@ -207,12 +221,10 @@ async fn recomputes_of_a_reconnect(slot: Option<&str>) -> (u64, u64) {
         posts.push(app.new_post().await);
     }
     let mut sockets = watch_summaries(&app, &posts).await;
-    if let Some(slot) = slot {
-        wait_confirmed(&app.db, slot).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_confirmed(&app.db, slot.unwrap_or("statgate\\_tmp\\_%")).await;
+    let recomputes = settled(|| summary_recomputes(&app)).await;
     let metrics = app.state.metrics();
-    let (recomputes, resyncs) = (summary_recomputes(&app), metrics.resyncs.get());
+    let resyncs = metrics.resyncs.get();
 
     let backends = walsenders(&app.db).await;
     assert_eq!(backends.len(), 1, "one replication connection");
@@ -231,11 +243,8 @@ async fn recomputes_of_a_reconnect(slot: Option<&str>) -> (u64, u64) {
         metrics.listener_reconnects.get() >= 1
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    (
-        summary_recomputes(&app) - recomputes,
-        metrics.resyncs.get() - resyncs,
-    )
+    let after = settled(|| summary_recomputes(&app)).await;
+    (after - recomputes, metrics.resyncs.get() - resyncs)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -506,4 +515,123 @@ async fn a_gateway_killed_with_sigkill_resumes_its_named_slot_without_a_resync_a
     let _ = sqlx::query("select pg_drop_replication_slot('node_kill')")
         .execute(&db)
         .await;
+}
+
+/// Values of `posts/stats/commentCount` taken from the row a change carried.
+fn carried(app: &TestApp) -> u64 {
+    let metrics = app.state.metrics();
+    metrics
+        .carried_values
+        .get_or_create(&metrics.query("posts/stats/commentCount"))
+        .get()
+}
+
+#[tokio::test]
+async fn a_carried_value_is_pushed_from_the_changed_row_without_a_statement() {
+    let app = TestApp::spawn_with(|config| {
+        config.feed.mode = ChangeFeed::Wal;
+        config.recompute.parity_sample_rate = 0.0;
+    })
+    .await;
+    let metrics = app.state.metrics();
+    let post = app.new_post().await;
+    let (signature, mut ws, mut received) = app.watch_comments(post).await;
+    // The post's own change (its stats row's insert) may reach the feed after the first
+    // value: older than it, it is left to the SQL. Counting starts once it is behind us.
+    wait_confirmed(&app.db, "statgate\\_tmp\\_%").await;
+    let statements = settled(|| metrics.recompute_statements.get()).await;
+    for n in 1..=5 {
+        app.add_comment(post).await;
+        converge_to(&mut ws, &mut received, &signature, json!(n)).await;
+    }
+    assert_eq!(
+        metrics.recompute_statements.get(),
+        statements,
+        "five values, no statement"
+    );
+    assert_eq!(carried(&app), 5);
+
+    // A deleted row: its value is whatever the SQL gives for a missing row (null here).
+    sqlx::query("delete from post_stats where post_id = $1")
+        .bind(post)
+        .execute(&app.db)
+        .await
+        .expect("delete the stats row");
+    converge_to(&mut ws, &mut received, &signature, Value::Null).await;
+    assert!(
+        metrics.recompute_statements.get() > statements,
+        "the SQL ran"
+    );
+    // The row comes back (the trigger creates it for the next comment): carried again.
+    app.add_comment(post).await;
+    converge_to(&mut ws, &mut received, &signature, json!(1)).await;
+    assert_eq!(carried(&app), 6);
+}
+
+#[tokio::test]
+async fn with_parity_sampling_at_1_every_carried_value_still_runs_its_sql() {
+    let app = TestApp::spawn_with(|config| {
+        config.feed.mode = ChangeFeed::Wal;
+        config.recompute.parity_sample_rate = 1.0;
+    })
+    .await;
+    let metrics = app.state.metrics();
+    let post = app.new_post().await;
+    let (signature, mut ws, mut received) = app.watch_comments(post).await;
+    let statements = metrics.recompute_statements.get();
+    app.add_comment(post).await;
+    converge_to(&mut ws, &mut received, &signature, json!(1)).await;
+    assert_eq!(carried(&app), 0);
+    assert!(
+        metrics.recompute_statements.get() >= statements + 2,
+        "the query's SQL and its parity SQL"
+    );
+}
+
+#[tokio::test]
+async fn a_carried_declaration_the_database_contradicts_is_refused_at_start_up() {
+    let (url, db) = fresh_database().await;
+    let post: i64 =
+        sqlx::query_scalar("insert into posts (title, author_id) values ('p', 'a') returning id")
+            .fetch_one(&db)
+            .await
+            .expect("post");
+    sqlx::query("insert into comments (post_id, author_id, body) values ($1, 'a', 'x')")
+        .bind(post)
+        .execute(&db)
+        .await
+        .expect("comment");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("wrong.toml"),
+        r#"[comments]
+sql = "SELECT comment_count AS count FROM post_stats WHERE post_id = :postId"
+args = { postId = "int8" }
+returns = "value"
+watch = [{ table = "post_stats", match = { post_id = ":postId" } }]
+carried = { table = "post_stats", column = "reaction_count", key = { post_id = ":postId" } }
+
+[byTitle]
+sql = "SELECT id AS count FROM posts WHERE title = :title"
+args = { title = "text" }
+returns = "value"
+watch = [{ table = "posts" }]
+carried = { table = "posts", column = "id", key = { title = ":title" } }
+"#,
+    )
+    .expect("registry");
+    let mut config = statgate::Config::for_tests(url, dir.path().to_owned());
+    config.migrate = false;
+    let err = match Application::build(config).await {
+        Ok(_) => panic!("a contradicted carried declaration must be refused"),
+        Err(err) => err.to_string(),
+    };
+    assert!(
+        err.contains("query wrong/comments: carried: for args") && err.contains("reaction_count"),
+        "{err}"
+    );
+    assert!(
+        err.contains("query wrong/byTitle: carried: no unique index"),
+        "{err}"
+    );
 }

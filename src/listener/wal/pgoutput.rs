@@ -486,15 +486,6 @@ pub fn json_of(type_oid: u32, text: &str) -> Value {
     }
 }
 
-/// The types whose `json_of` is exactly what `row_to_json` gives, so a carried query may read a
-/// column of one of them (checked at start-up).
-pub fn renders_exactly(type_name: &str) -> bool {
-    matches!(
-        type_name,
-        "int2" | "int4" | "int8" | "numeric" | "bool" | "text" | "varchar" | "bpchar" | "uuid"
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
