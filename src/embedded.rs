@@ -39,6 +39,8 @@ const STOP_TIMEOUT_SECS: &str = "60";
 const MAX_CONNECTIONS: u32 = 200;
 /// Replication slots and walsenders of the server (the `wal` change feed uses one per gateway).
 const WAL_SENDERS: u32 = 20;
+/// Ports tried when the server picks its own.
+const PORT_TRIES: u32 = 3;
 /// Where data directories go that the server user could not reach where they were asked for:
 /// one per requested path, so each checkout keeps its own data across restarts.
 pub const RELOCATION_ROOT: &str = "/var/lib/statgate";
@@ -247,8 +249,25 @@ impl EmbeddedPostgres {
             pg.initdb().await?;
         }
         pg.clear_stale_pid_file().await?;
-        pg.start_server().await?;
-        Ok(pg)
+        // A port picked free can be taken before the server binds it (by any socket on the
+        // machine, an outgoing connection's local port included): pick another and try again.
+        let mut tries = if opts.port.is_some() { 1 } else { PORT_TRIES };
+        loop {
+            match pg.start_server().await {
+                Ok(()) => return Ok(pg),
+                Err(err) if tries > 1 && port_was_taken(&err) => {
+                    tries -= 1;
+                    let taken = pg.port;
+                    pg.port = free_port()?;
+                    warn!(
+                        taken,
+                        port = pg.port,
+                        "the port picked for postgres was taken meanwhile; trying another"
+                    );
+                }
+                Err(err) => return Err(err),
+            }
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -854,6 +873,12 @@ fn has_pg_stat_statements(bin_dir: &Path) -> bool {
 
 /// A free loopback port: bind port 0 and let go. Another process may take it before the
 /// server binds it; the start then fails with the reason in the log.
+/// Whether a failed start is the server finding its port in use.
+fn port_was_taken(err: &EmbeddedError) -> bool {
+    matches!(err, EmbeddedError::CommandFailed { output, .. } if output.contains("could not bind")
+        && output.contains("Address already in use"))
+}
+
 fn free_port() -> Result<u16, EmbeddedError> {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|listener| listener.local_addr())
