@@ -42,13 +42,6 @@ pub enum WalSetupError {
 /// Refuses to serve in `wal` mode unless the server, the role and the publication allow it.
 /// Run after `statgate.set_feed_mode('wal')`, which publishes the watched tables.
 pub async fn check(pool: &PgPool) -> Result<(), WalSetupError> {
-    let migrated: bool =
-        sqlx::query_scalar("select to_regproc('statgate.publish_watches') is not null")
-            .fetch_one(pool)
-            .await?;
-    if !migrated {
-        return Err(WalSetupError::NotMigrated);
-    }
     let wal_level: String = sqlx::query_scalar("select current_setting('wal_level')")
         .fetch_one(pool)
         .await?;
@@ -72,6 +65,13 @@ pub async fn check(pool: &PgPool) -> Result<(), WalSetupError> {
         if value < 1 {
             return Err(WalSetupError::NoRoom { setting });
         }
+    }
+    let migrated: bool =
+        sqlx::query_scalar("select to_regproc('statgate.publish_watches') is not null")
+            .fetch_one(pool)
+            .await?;
+    if !migrated {
+        return Err(WalSetupError::NotMigrated);
     }
     let unpublished: Vec<(String, String)> =
         sqlx::query_as("select tbl, reason from statgate.unpublished_watches()")
