@@ -3,7 +3,7 @@
 //! needs no curl or shell just for its `HEALTHCHECK`.
 //!
 //! Plain `std::net::TcpStream`, HTTP/1.1 with `Connection: close`, connect and read timeouts,
-//! and only the status line is read (at most [`MAX_STATUS_LINE`] bytes): a hung or hostile
+//! and only the status line is read (at most `MAX_STATUS_LINE` bytes): a hung or hostile
 //! peer cannot keep the probe waiting or make it buffer without bound.
 
 use std::io::{self, BufRead, BufReader, Read, Write};

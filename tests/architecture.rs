@@ -50,13 +50,12 @@ fn collect(dir: &Path, prefix: &mut Module, found: &mut BTreeMap<Module, PathBuf
     }
 }
 
-/// The code of a file without its comments and its `#[cfg(test)]` tail.
+/// The code of a file without its comments and its test code: a `#[cfg(test)] mod tests;`
+/// declaration is dropped where it stands (the code after it still counts), an inline
+/// `#[cfg(test)]` item ends the file's code.
 fn code_of(path: &Path) -> String {
     let text = std::fs::read_to_string(path).expect("read source");
-    let text = match text.find("#[cfg(test)]") {
-        Some(at) => &text[..at],
-        None => &text[..],
-    };
+    let text = without_test_code(&text);
     text.lines()
         .map(|line| match line.find("//") {
             Some(at) => &line[..at],
@@ -64,6 +63,28 @@ fn code_of(path: &Path) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+fn without_test_code(text: &str) -> String {
+    const MARK: &str = "#[cfg(test)]";
+    let mut kept = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find(MARK) {
+        kept.push_str(&rest[..at]);
+        let after = &rest[at + MARK.len()..];
+        let item = after.trim_start();
+        let declaration = item.starts_with("mod ")
+            && item
+                .find(';')
+                .is_some_and(|semi| item.find('{').is_none_or(|brace| semi < brace));
+        if !declaration {
+            return kept;
+        }
+        let semi = after.find(';').map_or(after.len(), |semi| semi + 1);
+        rest = &after[semi..];
+    }
+    kept.push_str(rest);
+    kept
 }
 
 /// The paths a piece of code names: each `crate::`, `super::` or `child::` path, expanded
@@ -320,4 +341,53 @@ fn the_checker_finds_a_cycle_when_there_is_one() {
     .into_iter()
     .collect();
     assert_eq!(cycles(&graph).len(), 1);
+}
+
+/// A `#[cfg(test)] mod tests;` near the top of a file (as in most `mod.rs`) must not hide the
+/// code after it from the check, while an inline test module is left out.
+#[test]
+fn only_test_code_is_left_out_of_a_file() {
+    let file = "mod a;\n#[cfg(test)]\nmod tests;\nuse super::x;\n#[cfg(test)]\nmod inline {\n    use crate::y;\n}\n";
+    let code = without_test_code(file);
+    assert!(code.contains("use super::x;"), "{code}");
+    assert!(!code.contains("mod tests;"), "{code}");
+    assert!(!code.contains("crate::y"), "{code}");
+}
+
+/// The same graph seen from the top: each edge between files of two different top-level
+/// modules (`hub::fanout -> registry::query` counts as `hub -> registry`).
+fn top_level(graph: &BTreeMap<Module, BTreeSet<Module>>) -> BTreeMap<Module, BTreeSet<Module>> {
+    let top = |module: &Module| module.iter().take(1).cloned().collect::<Module>();
+    let mut collapsed: BTreeMap<Module, BTreeSet<Module>> = BTreeMap::new();
+    for (from, targets) in graph {
+        let entry = collapsed.entry(top(from)).or_default();
+        for to in targets {
+            if top(to) != top(from) && !top(to).is_empty() {
+                entry.insert(top(to));
+            }
+        }
+    }
+    collapsed
+}
+
+#[test]
+fn top_level_modules_form_no_cycle_either() {
+    let graph = top_level(&edges(&modules()));
+    let described: Vec<String> = cycles(&graph)
+        .iter()
+        .map(|component| {
+            let members: BTreeSet<&Module> = component.iter().collect();
+            let mut lines = vec![format!(
+                "cycle: {}",
+                component.iter().map(name).collect::<Vec<_>>().join(", ")
+            )];
+            for from in component {
+                for to in graph[from].iter().filter(|to| members.contains(to)) {
+                    lines.push(format!("  {} -> {}", name(from), name(to)));
+                }
+            }
+            lines.join("\n")
+        })
+        .collect();
+    assert!(described.is_empty(), "{}", described.join("\n"));
 }

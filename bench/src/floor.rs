@@ -10,6 +10,7 @@
 //! holds the new value.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use clap::Args;
 use futures_util::SinkExt;
@@ -63,6 +64,7 @@ pub async fn run(target: &Target, args: FloorArgs) -> Result<Report, BenchError>
     };
     let tokens = vec!["floor"; args.fanout.sockets];
     let (readers, mut arrivals) = Readers::open(&floor_target, &tokens).await?;
+    wait_until_registered(&mut arrivals, &mut changes_in, args.fanout.sockets).await?;
     let deliveries = Deliveries::measure(&mut arrivals, &args.fanout, &mut changes_in).await?;
     let closed_early = readers.stop().await;
     drop(changes_in);
@@ -87,6 +89,44 @@ impl Change for ChildStdin {
     async fn make(&mut self, n: usize) -> Result<(), BenchError> {
         Ok(self.write_all(format!("{n}\n").as_bytes()).await?)
     }
+}
+
+/// Sends change 0 until every socket has received it. A client holds its socket once the
+/// handshake is answered, which can be before the server counts it among those it writes to
+/// (the single writer adds a socket after its handshake), so a change sent at once could miss
+/// it and count as undelivered for reasons that are not the fan-out's.
+async fn wait_until_registered(
+    arrivals: &mut tokio::sync::mpsc::UnboundedReceiver<crate::clients::Arrival>,
+    changes_in: &mut ChildStdin,
+    sockets: usize,
+) -> Result<(), BenchError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut seen = vec![false; sockets];
+    let mut remaining = sockets;
+    while remaining > 0 {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(BenchError::Setup(format!(
+                "{remaining} of {sockets} sockets never received a frame from the floor server"
+            )));
+        }
+        changes_in.make(0).await?;
+        let round = tokio::time::Instant::now() + Duration::from_millis(200);
+        while let Ok(Some(arrival)) = tokio::time::timeout_at(round, arrivals.recv()).await {
+            if arrival.count != 0 {
+                continue;
+            }
+            if let Some(slot) = seen.get_mut(arrival.socket as usize) {
+                if !*slot {
+                    *slot = true;
+                    remaining -= 1;
+                }
+            }
+            if remaining == 0 {
+                break;
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn read_port(server: &mut tokio::process::Child) -> Result<u16, BenchError> {

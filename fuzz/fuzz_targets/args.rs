@@ -16,7 +16,7 @@ use std::sync::LazyLock;
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value};
 use statgate::auth::Claims;
-use statgate::matcher::{key_of, KeyKind, Matcher};
+use statgate::matcher::{key_of, Matcher};
 use statgate::registry::args::{self, ArgSpec, ArgType, CanonicalArgs};
 use statgate::registry::Registry;
 
@@ -65,7 +65,7 @@ fn assert_keys_readable(specs: &[ArgSpec], canonical: &CanonicalArgs) {
         let Some(value) = canonical.values.get(&spec.name) else {
             continue;
         };
-        let kind = KeyKind::of(spec.ty.base);
+        let kind = spec.ty.base.key_kind();
         let items = match value {
             Value::Array(items) if spec.ty.array => items.as_slice(),
             scalar => std::slice::from_ref(scalar),

@@ -1,7 +1,7 @@
 //! Who is calling, and what they may receive: authToken (JWT) verification, the caller's
 //! identity, and the stateless subscription token that statgate signs itself (docs/PROTOCOL.md).
 //!
-//! authTokens are verified by [`jwt`]: HS256 with the configured secrets, and tokens signed by
+//! authTokens are verified by `jwt`: HS256 with the configured secrets, and tokens signed by
 //! an identity provider's keys, which [`jwks`] fetches and keeps. The user is one configured
 //! claim (`sub` unless `STATGATE_JWT_USER_CLAIM` names another); every other claim is kept for
 //! `auth` rules.

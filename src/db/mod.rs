@@ -23,9 +23,9 @@ const EMBEDDED_DATABASE: &str = "postgres";
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("invalid DATABASE_URL: {0}")]
-    Url(sqlx::Error),
+    Url(#[source] sqlx::Error),
     #[error("cannot connect to PostgreSQL: {0}")]
-    Connect(sqlx::Error),
+    Connect(#[source] sqlx::Error),
     #[error(transparent)]
     Migrate(#[from] MigrationError),
     #[error(transparent)]

@@ -16,7 +16,7 @@ pub enum DemoError {
     #[error("invalid JSON body: {0}")]
     BadJson(String),
     #[error("demo token could not be minted: {0}")]
-    Mint(String),
+    Mint(#[source] crate::auth::AuthError),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 }

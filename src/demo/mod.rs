@@ -15,5 +15,4 @@ mod routes;
 mod traffic;
 mod writes;
 
-pub use error::DemoError;
-pub use routes::{router, DEMO_USER};
+pub use routes::router;

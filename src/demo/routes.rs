@@ -77,7 +77,7 @@ async fn token(State(demo): State<DemoState>) -> Result<Json<Value>, ApiError> {
         .app
         .auth
         .mint_jwt(DEMO_USER, DEMO_JWT_TTL)
-        .map_err(|err| DemoError::Mint(err.to_string()))?;
+        .map_err(DemoError::Mint)?;
     Ok(Json(json!({ "user": DEMO_USER, "authToken": jwt })))
 }
 

@@ -22,7 +22,7 @@ pub mod outbox;
 mod reload;
 mod signature;
 
-pub use fanout::{Hub, HubLimits, Published, SignatureRefused, ValueTooLarge};
+pub use fanout::{Hub, HubLimits, Published, SignatureRefused};
 pub use outbox::Outbox;
 pub use reload::Reloaded;
 pub use signature::Signature;

@@ -2,7 +2,7 @@
 //! payloads to `statgate.changes` (migration 0004) instead of calling `pg_notify`, and this
 //! poller reads the new rows every few milliseconds and hands the dispatcher the same
 //! [`FeedEvent`]s the LISTEN connection would. It lives under `listener` because it is the
-//! listener's other mode: same payloads, same dispatcher, same [`ListenerStatus`] for `/readyz`.
+//! listener's other mode: same payloads, same dispatcher, same [`super::ListenerStatus`] for `/readyz`.
 //!
 //! Why: NOTIFY takes a database-wide lock at commit, so notifying writers commit one at a
 //! time; appending a row does not serialise them. The rows also outlive the poller's

@@ -12,8 +12,6 @@ use std::hash::{Hash, Hasher};
 use chrono::{DateTime, NaiveDate};
 use serde_json::Value;
 
-use crate::registry::args::BaseType;
-
 /// How values of a column are compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum KeyKind {
@@ -27,18 +25,6 @@ pub enum KeyKind {
 }
 
 impl KeyKind {
-    pub fn of(base: BaseType) -> Self {
-        match base {
-            BaseType::Int4 | BaseType::Int8 => Self::Int,
-            BaseType::Float8 | BaseType::Numeric => Self::Num,
-            BaseType::Text => Self::Text,
-            BaseType::Uuid => Self::Uuid,
-            BaseType::Bool => Self::Bool,
-            BaseType::Date => Self::Date,
-            BaseType::Timestamptz => Self::Time,
-        }
-    }
-
     /// The kind of a literal written in a registry file.
     pub fn of_literal(value: &Value) -> Option<Self> {
         match value {
@@ -105,7 +91,7 @@ pub enum Key {
 }
 
 /// Reads a JSON value (an arg's canonical value or a payload value) as a key of `kind`.
-/// `None` means "cannot tell"; JSON null is reported separately by [`is_null`].
+/// `None` means "cannot tell"; callers check JSON null themselves (`Value::is_null`) before asking.
 pub fn key_of(kind: KeyKind, value: &Value) -> Option<Key> {
     match (kind, value) {
         (KeyKind::Int, Value::Number(n)) => n

@@ -11,7 +11,6 @@
 //! column's value.
 
 use super::args::ArgSpec;
-use super::query::Returns;
 use super::watch::WatchSpec;
 use crate::matcher::{KeyKind, TableName};
 
@@ -37,11 +36,11 @@ pub const EXACT_TYPES: &[&str] = &[
     "int2", "int4", "int8", "numeric", "bool", "text", "varchar", "bpchar", "uuid",
 ];
 
-/// Parses `carried = { table = "…", column = "…", key = { column = ":arg" } }`.
+/// Parses `carried = { table = "…", column = "…", key = { column = ":arg" } }` of a query with
+/// `returns = "value"` (the caller checks that), these args and watches.
 pub fn parse_carried(
     value: &toml::Value,
     args: &[ArgSpec],
-    returns: Returns,
     watch: &[WatchSpec],
 ) -> Result<Carried, String> {
     let spec = value
@@ -54,11 +53,6 @@ pub fn parse_carried(
         return Err(format!(
             "unknown key `{unknown}` in `carried` (expected table, column, key)"
         ));
-    }
-    if returns != Returns::Value {
-        return Err(
-            "`carried` needs returns = \"value\": the value is one column of one row".into(),
-        );
     }
     let text = |name: &str| {
         spec.get(name)
@@ -114,7 +108,7 @@ fn key_column(column: &str, arg: &toml::Value, args: &[ArgSpec]) -> Result<KeyCo
     Ok(KeyColumn {
         column: column.to_owned(),
         arg: reference.to_owned(),
-        kind: KeyKind::of(spec.ty.base),
+        kind: spec.ty.base.key_kind(),
     })
 }
 
@@ -141,9 +135,9 @@ mod tests {
         }]
     }
 
-    fn parse(text: &str, args: &[ArgSpec], returns: Returns) -> Result<Carried, String> {
+    fn parse(text: &str, args: &[ArgSpec]) -> Result<Carried, String> {
         let value: toml::Value = toml::from_str(&format!("carried = {text}")).expect("toml");
-        parse_carried(&value["carried"], args, returns, &watch("post_stats"))
+        parse_carried(&value["carried"], args, &watch("post_stats"))
     }
 
     #[test]
@@ -151,7 +145,6 @@ mod tests {
         let carried = parse(
             r#"{ table = "post_stats", column = "comment_count", key = { post_id = ":postId" } }"#,
             &[arg("postId", "int8")],
-            Returns::Value,
         )
         .expect("parses");
         assert_eq!(carried.table, TableName::parse("post_stats"));
@@ -162,51 +155,39 @@ mod tests {
     fn shapes_that_are_not_one_column_of_one_keyed_row_are_refused() {
         let postid = [arg("postId", "int8")];
         let good_key = r#"key = { post_id = ":postId" }"#;
-        for (text, args, returns, needle) in [
-            (
-                format!(r#"{{ table = "post_stats", column = "c", {good_key} }}"#),
-                &postid[..],
-                Returns::Row,
-                "returns",
-            ),
+        for (text, args, needle) in [
             (
                 r#"{ table = "post_stats", column = "c", key = { post_id = ":ids" } }"#.to_owned(),
                 &[arg("ids", "int8[]")][..],
-                Returns::Value,
                 "array",
             ),
             (
                 r#"{ table = "post_stats", column = "c", key = { post_id = 3 } }"#.to_owned(),
                 &postid[..],
-                Returns::Value,
                 "bound to an arg",
             ),
             (
                 format!(r#"{{ table = "other", column = "c", {good_key} }}"#),
                 &postid[..],
-                Returns::Value,
                 "does not name",
             ),
             (
                 format!(r#"{{ table = "post_stats", column = "c", {good_key} }}"#),
                 &[arg("postId", "int8"), arg("day", "date")][..],
-                Returns::Value,
                 "arg day",
             ),
             (
                 format!(r#"{{ table = "post_stats", {good_key} }}"#),
                 &postid[..],
-                Returns::Value,
                 "column",
             ),
             (
                 format!(r#"{{ table = "post_stats", column = "c", {good_key}, extra = 1 }}"#),
                 &postid[..],
-                Returns::Value,
                 "unknown key",
             ),
         ] {
-            let err = parse(&text, args, returns).expect_err(&text);
+            let err = parse(&text, args).expect_err(&text);
             assert!(err.contains(needle), "{text}: {err}");
         }
     }

@@ -17,7 +17,13 @@ pub enum RegistryError {
         source: std::io::Error,
     },
     #[error("{path}: invalid TOML: {message}")]
-    Toml { path: PathBuf, message: String },
+    Toml {
+        path: PathBuf,
+        /// The parser's message with the offending line and column, as an editor shows them.
+        message: String,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
     #[error("{path}: query {query}: {message}")]
     Query {
         path: PathBuf,

@@ -49,6 +49,7 @@ pub(super) fn parse_file(
         .map_err(|err: toml::de::Error| RegistryError::Toml {
             path: file.to_owned(),
             message: toml_message(text, &err),
+            source: Box::new(err),
         })?;
     let prefix = file.strip_prefix(root).unwrap_or(file).with_extension("");
     let prefix: Vec<String> = prefix
@@ -186,10 +187,15 @@ fn parse_query(name: &str, file: &Path, definition: &toml::Value) -> Result<Quer
             unused.join(", ")
         ));
     }
-    let carried = table
-        .get("carried")
-        .map(|spec| carried::parse_carried(spec, &args, returns, &watch))
-        .transpose()?;
+    let carried = match table.get("carried") {
+        Some(_) if returns != Returns::Value => {
+            return Err(
+                "`carried` needs returns = \"value\": the value is one column of one row".into(),
+            )
+        }
+        Some(spec) => Some(carried::parse_carried(spec, &args, &watch)?),
+        None => None,
+    };
     let statement = sql::batch_statement(&bound, returns, carried.is_some());
     let columns_statement = sql::columns_statement(&bound);
     let parity_statement = match table.get("parity") {

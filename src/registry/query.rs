@@ -37,9 +37,9 @@ pub struct Query {
     pub name: String,
     pub file: PathBuf,
     pub sql: String,
-    /// The batched statement actually executed (see [`sql`]).
+    /// The batched statement actually executed (see [`super::sql`]).
     pub statement: String,
-    /// The query's own rows, for describing its result columns (see [`sql::columns_statement`]).
+    /// The query's own rows, for describing its result columns (see [`super::sql::columns_statement`]).
     pub columns_statement: String,
     /// Sorted by name, so validation produces canonical key order.
     pub args: Vec<ArgSpec>,

@@ -151,7 +151,7 @@ fn resolve<'a>(
             let spec = specs.iter().find(|s| &s.name == name)?;
             values
                 .get(name)
-                .map(|value| (KeyKind::of(spec.ty.base), value))
+                .map(|value| (spec.ty.base.key_kind(), value))
         }
         Operand::Literal(value) => KeyKind::of_literal(value).map(|kind| (kind, value)),
     }

@@ -7,7 +7,6 @@
 //! pending frames within it is closed with 4009 (its outbox never grows past one value per
 //! subscription meanwhile).
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,82 +17,14 @@ use serde_json::Value;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::subscription::{verify_subscription, VerifiedSubscription};
+use super::subscriptions::Subscriptions;
+use super::transport::{drain_until_closed, is_client_violation, Counted, CLOSE_TIMEOUT};
 use crate::auth::{now_secs, AuthError, Claims};
 use crate::error::ApiError;
-use crate::hub::{Hub, Outbox, Signature, SignatureRefused};
+use crate::hub::{Outbox, Signature, SignatureRefused};
 use crate::state::AppState;
 use crate::telemetry::ScopeLabel;
 use crate::wire::{self as protocol, close_frame, ClientFrame, CloseReason};
-
-/// How long a close frame may take to go out before the socket is simply dropped.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// The socket's subscriptions; detaches them all when dropped.
-struct Subscriptions {
-    hub: Arc<Hub>,
-    user: Arc<str>,
-    socket: u64,
-    by_signature: HashMap<Arc<str>, Arc<Signature>>,
-}
-
-impl Drop for Subscriptions {
-    fn drop(&mut self) {
-        for signature in self.by_signature.values() {
-            self.hub.detach(&self.user, signature, self.socket);
-        }
-    }
-}
-
-/// Counts the connection in `statgate_connections` for as long as it lives, however it ends
-/// (a panic in the task unwinds through this guard too).
-struct Counted(Arc<crate::telemetry::Metrics>);
-
-impl Counted {
-    fn new(metrics: &Arc<crate::telemetry::Metrics>) -> Self {
-        metrics.connections.inc();
-        Counted(metrics.clone())
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.connections.dec();
-    }
-}
-
-/// Reads and discards what the client still sends until it answers our close frame or goes,
-/// for at most [`CLOSE_TIMEOUT`]. Closing a TCP connection with unread bytes in its receive
-/// buffer resets it, and the reset can destroy the close frame before the client reads it (a
-/// client flooding Pings would never learn why it was cut off).
-async fn drain_until_closed(socket: &mut WebSocket) {
-    let drain = async {
-        while let Some(Ok(message)) = socket.next().await {
-            if matches!(message, Message::Close(_)) {
-                break;
-            }
-        }
-    };
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, drain).await;
-}
-
-/// True for the frame errors a client caused by breaking RFC 6455; false for a connection
-/// that was reset or closed, where no close frame can reach anyone.
-fn is_client_violation(violation: &tungstenite::error::ProtocolError) -> bool {
-    use tungstenite::error::ProtocolError as P;
-    matches!(
-        violation,
-        P::NonZeroReservedBits
-            | P::UnmaskedFrameFromClient
-            | P::FragmentedControlFrame
-            | P::ControlFrameTooBig
-            | P::UnknownControlFrameType(_)
-            | P::UnknownDataFrameType(_)
-            | P::UnexpectedContinueFrame
-            | P::ExpectedFragment(_)
-            | P::InvalidOpcode(_)
-            | P::InvalidCloseSequence
-    )
-}
 
 /// A JWT may say it expires in centuries; timers need not look further than a year.
 const MAX_TIMER_SECS: u64 = 365 * 24 * 3600;
@@ -144,12 +75,7 @@ pub async fn run(
     let _counted = Counted::new(&state.metrics);
     let mut connection = Connection {
         outbox: Arc::new(Outbox::new()),
-        subscriptions: Subscriptions {
-            hub: state.hub.clone(),
-            user: Arc::from(claims.user.as_str()),
-            socket: socket_id,
-            by_signature: HashMap::new(),
-        },
+        subscriptions: Subscriptions::new(state.hub.clone(), &claims.user, socket_id),
         jwt_expires: claims.exp,
         claims,
         window_start: Instant::now(),
@@ -388,11 +314,7 @@ impl Connection {
                 return None;
             }
         };
-        if let Some(existing) = self
-            .subscriptions
-            .by_signature
-            .get(subscription.signature.as_str())
-        {
+        if let Some(existing) = self.subscriptions.get(subscription.signature.as_str()) {
             self.reply(protocol::subscribed(
                 id,
                 &existing.query().name,
@@ -400,9 +322,7 @@ impl Connection {
             ));
             return None;
         }
-        if self.subscriptions.by_signature.len()
-            >= self.state.config.limits.max_subscriptions_per_socket
-        {
+        if self.subscriptions.len() >= self.state.config.limits.max_subscriptions_per_socket {
             return Some(Exit::Close(CloseReason::TooManySubscriptions));
         }
         let query_name = subscription.query.name.clone();
@@ -422,20 +342,9 @@ impl Connection {
         id: &Option<Value>,
         subscription: VerifiedSubscription,
     ) -> Option<Arc<Signature>> {
-        let attached = self.state.hub.attach(
-            &self.subscriptions.user,
-            &subscription.signature,
-            &subscription.query,
-            &subscription.args.values,
-            &subscription.args.json,
-            self.subscriptions.socket,
-            &self.outbox,
-        );
+        let attached = self.subscriptions.attach(&subscription, &self.outbox);
         match attached {
             Ok(signature) => {
-                self.subscriptions
-                    .by_signature
-                    .insert(signature.signature.clone(), signature.clone());
                 self.idle_since = None;
                 Some(signature)
             }
@@ -479,54 +388,31 @@ impl Connection {
         }
     }
 
-    /// Detaches one subscription from the hub and forgets its pending value; false if the
-    /// socket holds none with that signature.
     /// Drops the subscriptions the hub revoked (a registry reload removed or changed their
     /// query); the hub already sent each its error event and forgot the socket.
     /// Returns whether any was dropped (the idle deadline may then start).
     fn forget_revoked(&mut self) -> bool {
-        let revoked = self.outbox.take_revoked();
-        if revoked.is_empty() {
-            return false;
-        }
-        self.subscriptions
-            .by_signature
-            .retain(|_, signature| !revoked.contains(&signature.id));
-        if self.subscriptions.by_signature.is_empty() {
-            self.idle_since = Some(Instant::now());
-        }
-        true
+        let forgot = self.subscriptions.forget_revoked(&self.outbox);
+        self.start_idle_if_empty();
+        forgot
     }
 
     fn detach(&mut self, signature: &str) -> bool {
-        let Some(existing) = self.subscriptions.by_signature.remove(signature) else {
-            return false;
-        };
-        self.state.hub.detach(
-            &self.subscriptions.user,
-            &existing,
-            self.subscriptions.socket,
-        );
-        self.outbox.forget(existing.id);
-        if self.subscriptions.by_signature.is_empty() {
+        let detached = self.subscriptions.detach(signature, &self.outbox);
+        self.start_idle_if_empty();
+        detached
+    }
+
+    fn start_idle_if_empty(&mut self) {
+        if self.subscriptions.is_empty() && self.idle_since.is_none() {
             self.idle_since = Some(Instant::now());
         }
-        true
     }
 
     /// After an `auth` frame: drops, with a `forbidden` error each, the subscriptions whose
     /// query's `auth` rules the new claims no longer pass.
     fn drop_forbidden(&mut self) {
-        let forbidden: Vec<(Arc<str>, String)> = self
-            .subscriptions
-            .by_signature
-            .iter()
-            .filter(|(_, subscription)| !subscription.query().auth.is_empty())
-            .filter_map(|(signature, subscription)| {
-                let refusal = self.auth_refusal(subscription)?;
-                Some((signature.clone(), refusal))
-            })
-            .collect();
+        let forbidden = self.subscriptions.forbidden_for(&self.claims);
         for (signature, refusal) in forbidden {
             if self.detach(&signature) {
                 self.reply(protocol::signature_error(
@@ -536,22 +422,6 @@ impl Connection {
                     &format!("{refusal}: the new authToken no longer passes this query's auth rules, so the subscription was dropped"),
                 ));
             }
-        }
-    }
-
-    /// Why the current claims may not hold `subscription`, if they may not.
-    fn auth_refusal(&self, subscription: &Signature) -> Option<String> {
-        let query = subscription.query();
-        let args = serde_json::from_str::<Value>(&subscription.args_json)
-            .ok()
-            .and_then(|args| query.validate(&args).ok());
-        match args {
-            Some(args) => query
-                .authorize(&args, &self.claims)
-                .err()
-                .map(|forbidden| forbidden.to_string()),
-            // Args the registry accepted when subscribing always validate again; refuse if not.
-            None => Some("the subscription's args no longer validate".to_owned()),
         }
     }
 

@@ -3,6 +3,8 @@
 
 pub mod connection;
 pub mod subscription;
+mod subscriptions;
+mod transport;
 pub mod upgrade;
 
 pub use upgrade::upgrade;

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use crate::auth::{AuthError, Claims, TokenClaims};
+use crate::auth::{AuthError, Claims};
 use crate::error::ApiError;
 use crate::registry::args::CanonicalArgs;
 use crate::registry::Query;
@@ -13,7 +13,6 @@ use crate::state::AppState;
 
 /// A subscription token that passed every check, with its query and validated args.
 pub struct VerifiedSubscription {
-    pub claims: TokenClaims,
     pub signature: String,
     pub query: Arc<Query>,
     pub args: CanonicalArgs,
@@ -45,7 +44,6 @@ pub fn verify_subscription(
     query.authorize(&args, jwt)?;
     let signature = claims.signature();
     Ok(VerifiedSubscription {
-        claims,
         signature,
         query,
         args,

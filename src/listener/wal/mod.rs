@@ -42,16 +42,11 @@ use super::feed::{Confirmed, FeedEvent};
 use super::supervisor::{Ended, Feed};
 use crate::telemetry::Metrics;
 use pgoutput::{DecodeError, Decoder};
-use slot::Opened;
+use slot::{Opened, SlotError};
 use target::Target;
 
-pub use target::TargetError;
+pub use target::{TargetError, PUBLICATION, WAL_APPLICATION_NAME};
 
-/// The publication the feed reads (migration 0010).
-pub const PUBLICATION: &str = "statgate_watches";
-/// `application_name` of the replication connection, as seen in `pg_stat_activity` and
-/// `pg_stat_replication`.
-pub const WAL_APPLICATION_NAME: &str = "statgate-wal-feed";
 /// The prefix of the canary's logical decoding messages.
 const CANARY_PREFIX: &str = "statgate.canary";
 /// Connecting, authenticating and opening the slot may take this long.
@@ -67,11 +62,8 @@ pub enum WalError {
     Replication(#[from] PgWireError),
     #[error("the replication connection did not open within {} s", CONNECT_ATTEMPT.as_secs())]
     Timeout,
-    #[error(
-        "replication slot {slot} exists but is not a pgoutput slot of this database: choose \
-         another STATGATE_WAL_SLOT, or drop it (select pg_drop_replication_slot('{slot}'))"
-    )]
-    ForeignSlot { slot: String },
+    #[error(transparent)]
+    Slot(#[from] SlotError),
 }
 
 /// Which slot a node reads.

@@ -13,8 +13,18 @@
 
 use pgwire_replication::{QueryRow, ReplicationClient};
 
-use super::WalError;
 use crate::telemetry::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SlotError {
+    #[error("replication slot: {0}")]
+    Replication(#[from] pgwire_replication::PgWireError),
+    #[error(
+        "replication slot {slot} exists but is not a pgoutput slot of this database: choose \
+         another STATGATE_WAL_SLOT, or drop it (select pg_drop_replication_slot('{slot}'))"
+    )]
+    ForeignSlot { slot: String },
+}
 
 /// How a session's slot came to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +43,7 @@ pub async fn open(
     name: &str,
     temporary: bool,
     metrics: &Metrics,
-) -> Result<Opened, WalError> {
+) -> Result<Opened, SlotError> {
     if temporary {
         create(client, name, true).await?;
         return Ok(Opened::Created);
@@ -52,7 +62,7 @@ pub async fn open(
     let status = text(row, 0).unwrap_or_default();
     let plugin = text(row, 1).unwrap_or_default();
     if plugin != "pgoutput" || text(row, 2).as_deref() != Some("t") {
-        return Err(WalError::ForeignSlot {
+        return Err(SlotError::ForeignSlot {
             slot: name.to_owned(),
         });
     }
@@ -78,7 +88,7 @@ async fn create(
     client: &mut ReplicationClient,
     name: &str,
     temporary: bool,
-) -> Result<(), WalError> {
+) -> Result<(), SlotError> {
     let temporary = if temporary { " TEMPORARY" } else { "" };
     client
         .simple_query(&format!(

@@ -4,7 +4,11 @@
 use pgwire_replication::{ReplicationConfig, SslMode, TlsConfig};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
-use super::{PUBLICATION, WAL_APPLICATION_NAME};
+/// The publication the feed reads (migration 0010).
+pub const PUBLICATION: &str = "statgate_watches";
+/// `application_name` of the replication connection, as seen in `pg_stat_activity` and
+/// `pg_stat_replication`.
+pub const WAL_APPLICATION_NAME: &str = "statgate-wal-feed";
 
 /// Session settings of the replication connection: values arrive as their type's text
 /// output, so dates and times are rendered the one way the matcher reads them.
