@@ -21,3 +21,4 @@ mod subscribe;
 mod tls;
 mod triggers;
 mod wal;
+mod watches;
