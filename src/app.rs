@@ -21,7 +21,9 @@ use crate::db::{self, DatabaseHandle, DbError};
 use crate::hub::Hub;
 use crate::listener::table::{self, FeedError};
 use crate::listener::unrecorded::UnrecordedChanges;
-use crate::listener::{Canary, ListenerStatus, NotifyFeed, Supervisor, TableFeed};
+use crate::listener::wal::checks::WalSetupError;
+use crate::listener::wal::TargetError;
+use crate::listener::{Canary, ListenerStatus, NotifyFeed, Supervisor, TableFeed, WalFeed};
 use crate::matcher::Matcher;
 use crate::recompute::Recompute;
 use crate::registry::{Registry, RegistryError, SharedRegistry};
@@ -47,6 +49,10 @@ pub enum StartError {
     Seed(sqlx::Error),
     #[error(transparent)]
     Feed(#[from] FeedError),
+    #[error(transparent)]
+    Wal(#[from] WalSetupError),
+    #[error(transparent)]
+    WalTarget(#[from] TargetError),
 }
 
 pub struct Application {
@@ -92,6 +98,9 @@ impl Application {
             None => pool.clone(),
         };
         table::set_database_mode(&pool, config.feed.mode).await?;
+        if config.feed.mode == ChangeFeed::Wal {
+            crate::listener::wal::checks::check(&pool).await?;
+        }
         if config.demo {
             seed_demo(&pool).await?;
         }
@@ -149,6 +158,17 @@ impl Application {
                 let supervisor = Supervisor::new(feed, events_tx, status.clone(), metrics.clone());
                 tokio::spawn(supervisor.run(shutdown.clone()))
             }
+            ChangeFeed::Wal => {
+                let feed = WalFeed::new(
+                    &database.url,
+                    config.feed.wal_slot.clone(),
+                    pool.clone(),
+                    metrics.clone(),
+                    config.feed.canary,
+                )?;
+                let supervisor = Supervisor::new(feed, events_tx, status.clone(), metrics.clone());
+                tokio::spawn(supervisor.run(shutdown.clone()))
+            }
         };
         let recompute = Recompute {
             pool: read_pool.clone(),
@@ -168,6 +188,7 @@ impl Application {
                 hub.clone(),
                 scheduler,
                 metrics.clone(),
+                config.recompute.parity_sample_rate,
             )),
             tokio::spawn(recompute.run(shutdown.clone())),
         ];

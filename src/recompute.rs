@@ -341,6 +341,19 @@ impl Recompute {
         for row in rows {
             let ordinal: i64 = row.try_get(0)?;
             let text: Option<String> = row.try_get(1)?;
+            // A carried query's statement also says what WAL position its snapshot reached.
+            if row.len() > 2 {
+                let position: Option<i64> = row.try_get(2)?;
+                if let (Some(position), Some(signature)) = (
+                    position.and_then(|p| u64::try_from(p).ok()),
+                    usize::try_from(ordinal)
+                        .ok()
+                        .and_then(|n| n.checked_sub(1))
+                        .and_then(|i| batch.get(i)),
+                ) {
+                    signature.set_basis(position);
+                }
+            }
             let value = match text {
                 Some(text) => {
                     serde_json::from_str(&text).map_err(|err| sqlx::Error::Decode(Box::new(err)))?

@@ -135,6 +135,18 @@ impl Scheduler {
         ids
     }
 
+    /// Marks `id` running unless it is due or running already: the caller then computes its
+    /// value itself (a value carried by a change) and ends the run with [`Self::finish`]. No
+    /// run of it can start meanwhile, and one marked meanwhile runs after.
+    pub fn claim(&self, id: u64) -> bool {
+        let mut due = self.lock();
+        if due.queued.contains_key(&id) || due.running.contains(&id) {
+            return false;
+        }
+        due.running.insert(id);
+        true
+    }
+
     /// Ends the runs of `ids`; those marked meanwhile are queued again.
     pub fn finish(&self, ids: &[u64]) {
         let mut due = self.lock();
@@ -213,6 +225,28 @@ mod tests {
         );
         scheduler.finish(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 20, 21, 30]);
         assert!(scheduler.is_idle());
+    }
+
+    #[test]
+    fn a_claimed_signature_is_not_handed_out_and_runs_after_if_marked_meanwhile() {
+        let scheduler = Scheduler::new();
+        assert!(scheduler.claim(1));
+        assert!(!scheduler.claim(1), "one claim at a time");
+        scheduler.mark_due([1]);
+        assert!(
+            scheduler.take_due(10).is_empty(),
+            "a claimed signature does not run"
+        );
+        scheduler.finish(&[1]);
+        assert_eq!(
+            scheduler.take_due(10),
+            vec![1],
+            "marked meanwhile: it runs after"
+        );
+        assert!(!scheduler.claim(1), "running");
+        scheduler.finish(&[1]);
+        scheduler.mark_due([2]);
+        assert!(!scheduler.claim(2), "due: the run will compute it");
     }
 
     #[test]

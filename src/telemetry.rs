@@ -10,6 +10,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 /// How log lines are written (`STATGATE_LOG_FORMAT`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -97,6 +98,10 @@ pub struct Metrics {
     pub accept_errors: Counter,
     pub values_too_large: Family<QueryLabel, Counter>,
     pub refused_signatures: Family<ScopeLabel, Counter>,
+    pub wal_lag_bytes: Gauge,
+    pub wal_lag_seconds: Gauge<f64, AtomicU64>,
+    pub wal_slot_invalidations: Counter,
+    pub carried_values: Family<QueryLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -137,6 +142,10 @@ impl Metrics {
             accept_errors: Counter::default(),
             values_too_large: Family::default(),
             refused_signatures: Family::default(),
+            wal_lag_bytes: Gauge::default(),
+            wal_lag_seconds: Gauge::default(),
+            wal_slot_invalidations: Counter::default(),
+            carried_values: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -278,6 +287,26 @@ impl Metrics {
             "refused_signatures",
             "Subscriptions refused a new signature by the per-user or total signature limit",
             metrics.refused_signatures.clone(),
+        );
+        registry.register(
+            "wal_feed_lag_bytes",
+            "WAL the feed's replication slot holds back: the server's WAL position minus the position statgate confirmed (wal mode)",
+            metrics.wal_lag_bytes.clone(),
+        );
+        registry.register(
+            "wal_feed_lag_seconds",
+            "How long after its commit the feed received the last transaction; 0 once it has caught up (wal mode)",
+            metrics.wal_lag_seconds.clone(),
+        );
+        registry.register(
+            "wal_slot_invalidations",
+            "Replication slots found invalidated (wal_status lost, e.g. past max_slot_wal_keep_size), dropped and created again, with a resync",
+            metrics.wal_slot_invalidations.clone(),
+        );
+        registry.register(
+            "carried_values",
+            "Values taken from the row a WAL change carried, without a statement (wal mode, queries that declare `carried`)",
+            metrics.carried_values.clone(),
         );
         Metrics {
             registry,

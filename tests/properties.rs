@@ -96,6 +96,7 @@ fn change() -> impl Strategy<Value = Change> {
             rows,
             overflow,
             at_micros: None,
+            row: None,
         }
     })
 }

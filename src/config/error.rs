@@ -25,6 +25,11 @@ pub enum ConfigError {
     #[error("DATABASE_READ_URL is set without DATABASE_URL: a read replica needs the primary it follows")]
     ReadUrlWithoutUrl,
     #[error(
+        "STATGATE_WAL_SLOT must be a replication slot name: 1 to 63 lowercase letters, digits and \
+         underscores, got {0:?}"
+    )]
+    BadWalSlot(String),
+    #[error(
         "neither STATGATE_JWT_SECRET nor STATGATE_JWKS_URL is set: statgate needs a way to verify \
          authTokens outside demo mode (an HS256 secret of {MIN_SECRET_BYTES} bytes or more, or the \
          JSON Web Key Set URL of your identity provider; or run with --demo for local development)"

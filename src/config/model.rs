@@ -36,6 +36,9 @@ pub enum ChangeFeed {
     Notify,
     /// Rows appended to `statgate.changes`, polled by statgate.
     Table,
+    /// The watched tables' changes read from a logical replication slot (`pgoutput`): no
+    /// watch trigger runs at all.
+    Wal,
 }
 
 impl ChangeFeed {
@@ -44,6 +47,7 @@ impl ChangeFeed {
         match self {
             ChangeFeed::Notify => "notify",
             ChangeFeed::Table => "table",
+            ChangeFeed::Wal => "wal",
         }
     }
 }
@@ -130,6 +134,9 @@ pub struct FeedConfig {
     pub canary: Duration,
     /// Interval of the check for changes the triggers could not record; zero: off.
     pub unrecorded_check: Duration,
+    /// `STATGATE_WAL_SLOT`: the permanent replication slot of this node in `wal` mode; `None`:
+    /// a temporary slot per session.
+    pub wal_slot: Option<String>,
 }
 
 /// How values are recomputed.
@@ -220,6 +227,7 @@ impl Config {
                 poll: Duration::from_millis(10),
                 canary: Duration::from_secs(5),
                 unrecorded_check: Duration::from_secs(5),
+                wal_slot: None,
             },
             recompute: RecomputeConfig {
                 pool_size: 8,

@@ -373,9 +373,10 @@ pub struct Settings {
         global = true
     )]
     pub shutdown_grace_secs: u64,
-    /// How changes reach statgate: `notify` (LISTEN/NOTIFY) or `table` (the watch triggers
-    /// append to `statgate.changes`, which statgate polls). Every gateway of one database
-    /// must use the same mode: statgate sets it in the database at start-up.
+    /// How changes reach statgate: `notify` (LISTEN/NOTIFY), `table` (the watch triggers
+    /// append to `statgate.changes`, which statgate polls) or `wal` (a logical replication slot;
+    /// no watch trigger runs). Every gateway of one database must use the same mode: statgate
+    /// sets it in the database at start-up.
     #[arg(
         long,
         env = "STATGATE_CHANGE_FEED",
@@ -392,6 +393,11 @@ pub struct Settings {
         global = true
     )]
     pub feed_poll_ms: u64,
+    /// `wal` mode: the name of this node's permanent replication slot, so a restarted node
+    /// resumes where it stopped without a resync (one name per node; lowercase letters, digits
+    /// and `_`). Unset: a temporary slot per connection, and a resync after each reconnect.
+    #[arg(long, env = "STATGATE_WAL_SLOT", global = true)]
+    pub wal_slot: Option<String>,
     /// Share of recomputes (0 to 1) also checked against a query's `parity` SQL; the first
     /// computation of every signature is always checked.
     #[arg(

@@ -304,6 +304,26 @@ fn the_change_feed_is_notify_unless_table_is_asked_for() {
 }
 
 #[test]
+fn the_wal_feed_takes_an_optional_slot_name_postgresql_accepts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = demo_settings(&dir, &["--change-feed", "wal"])
+        .into_config()
+        .expect("config");
+    assert_eq!(config.feed.mode, ChangeFeed::Wal);
+    assert_eq!(config.feed.wal_slot, None);
+    let config = demo_settings(&dir, &["--change-feed", "wal", "--wal-slot", "node_1"])
+        .into_config()
+        .expect("config");
+    assert_eq!(config.feed.wal_slot.as_deref(), Some("node_1"));
+    for bad in ["", "Node1", "node-1", &"x".repeat(64)] {
+        let err = demo_settings(&dir, &["--wal-slot", bad])
+            .into_config()
+            .expect_err(bad);
+        assert!(err.to_string().contains("STATGATE_WAL_SLOT"), "{err}");
+    }
+}
+
+#[test]
 fn the_edge_limits_are_consistent_or_refused() {
     let config = settings(&[]).into_config().expect("defaults");
     assert_eq!(config.http.header_read_timeout, Duration::from_secs(10));

@@ -85,6 +85,11 @@ impl Settings {
                 value: self.parity_sample_rate,
             });
         }
+        if let Some(slot) = &self.wal_slot {
+            if !is_slot_name(slot) {
+                return Err(ConfigError::BadWalSlot(slot.clone()));
+            }
+        }
         if self.database_read_url.is_some() && self.database_url.is_none() {
             return Err(ConfigError::ReadUrlWithoutUrl);
         }
@@ -169,6 +174,7 @@ impl Settings {
                 poll: Duration::from_millis(self.feed_poll_ms),
                 canary: Duration::from_secs(self.feed_canary_secs),
                 unrecorded_check: Duration::from_secs(self.unrecorded_check_secs),
+                wal_slot: self.wal_slot,
             },
             recompute: RecomputeConfig {
                 pool_size: self.pool_size,
@@ -302,4 +308,12 @@ fn jwks_url(value: &str) -> Result<reqwest::Url, ConfigError> {
         Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => Ok(url),
         _ => Err(ConfigError::BadJwksUrl(value.to_owned())),
     }
+}
+
+/// What PostgreSQL accepts as a replication slot name.
+fn is_slot_name(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }

@@ -6,6 +6,7 @@
 //! work is debounced here ([`debounce`]), so a burst of resyncs or `overflow` payloads, from a
 //! flood of NOTIFYs by any role, costs one run.
 
+mod carried;
 mod debounce;
 
 use std::collections::{HashMap, HashSet};
@@ -19,6 +20,7 @@ use crate::listener::FeedEvent;
 use crate::matcher::{Change, Matcher, TableName};
 use crate::scheduler::Scheduler;
 use crate::telemetry::Metrics;
+use carried::CarriedValues;
 use debounce::Debounce;
 
 /// Whole-table work (resyncs, overflows) requested within this window after one runs is merged
@@ -31,13 +33,23 @@ pub const BULK_WINDOW: Duration = Duration::from_millis(500);
 /// `overflow` payload) is bulk work, behind targeted work in the [`Scheduler`], and debounced
 /// per table (overflow) or globally (resync) over [`BULK_WINDOW`]: a burst of requests costs
 /// one run at once and one at the window's end.
+///
+/// A change that carries its row (the WAL feed) gives the signatures of `carried` queries their
+/// value directly ([`carried`]); `parity_sample_rate` of them still run their SQL.
 pub async fn dispatch(
     mut events: mpsc::Receiver<FeedEvent>,
     matcher: Arc<Matcher>,
     hub: Arc<Hub>,
     scheduler: Arc<Scheduler>,
     metrics: Arc<Metrics>,
+    parity_sample_rate: f64,
 ) {
+    let carried = CarriedValues {
+        hub: hub.clone(),
+        scheduler: scheduler.clone(),
+        metrics: metrics.clone(),
+        parity_sample_rate,
+    };
     let bulk = Bulk {
         matcher,
         hub,
@@ -72,8 +84,9 @@ pub async fn dispatch(
             }
             Some(FeedEvent::Change(change)) => {
                 let matched = bulk.note(&change);
-                bulk.scheduler.mark_due(matched);
+                bulk.scheduler.mark_due(carried.apply(&change, matched));
             }
+            Some(FeedEvent::Reached { lsn, confirmed }) => confirmed.reach(lsn),
             Some(FeedEvent::Resync) => {
                 if resyncs.request((), now) {
                     bulk.resync(&mut overflows);
@@ -93,6 +106,7 @@ pub async fn dispatch(
                 rows: HashMap::new(),
                 overflow: true,
                 at_micros: None,
+                row: None,
             };
             bulk.recompute(bulk.matcher.matches(&everything_on).into_iter().collect());
         }

@@ -38,11 +38,13 @@ pub use error::EmbeddedError;
 
 use binaries::{has_pg_stat_statements, has_server_binaries};
 use data_dir::{absolute, lock_data_dir, prepare_data_dir, reachable, relocated};
-use process::{encode_path_segment, free_port, Server, LOG_FILE, SUPERUSER};
+use process::{encode_path_segment, free_port, port_was_taken, Server, LOG_FILE, SUPERUSER};
 use user::server_user;
 
 /// PostgreSQL silently truncates longer identifiers (NAMEDATALEN - 1).
 const MAX_DATABASE_NAME_LEN: usize = 63;
+/// Ports tried when the server picks its own.
+const PORT_TRIES: u32 = 3;
 /// Creates the database named by the psql variable `name` unless it exists; `%I` quotes it.
 const CREATE_DATABASE_SQL: &str = "select format('create database %I', :'name')\n\
      where not exists (select from pg_database where datname = :'name') \\gexec\n";
@@ -64,6 +66,9 @@ pub struct EmbeddedOptions {
     /// As root, when the server user cannot enter `data_dir` (a clone under `/root`, a
     /// `mktemp -d`), use a directory of its own under [`RELOCATION_ROOT`] instead of refusing.
     pub relocate_if_unreachable: bool,
+    /// Server settings passed after statgate's own (`-c name=value`), so they win: a test
+    /// may run the server with another `wal_level`, say.
+    pub settings: Vec<(String, String)>,
 }
 
 impl Default for EmbeddedOptions {
@@ -74,6 +79,7 @@ impl Default for EmbeddedOptions {
             bin_dir: None,
             fast_unsafe: false,
             relocate_if_unreachable: true,
+            settings: Vec::new(),
         }
     }
 }
@@ -137,13 +143,32 @@ impl EmbeddedPostgres {
             port,
             user,
             fast_unsafe: opts.fast_unsafe,
+            settings: opts.settings,
             running: false,
         };
         if !server.data_dir.join("PG_VERSION").exists() {
             server.initdb().await?;
         }
         server.clear_stale_pid_file().await?;
-        server.start_server().await?;
+        // A port picked free can be taken before the server binds it (by any socket on the
+        // machine, an outgoing connection's local port included): pick another and try again.
+        let mut tries = if opts.port.is_some() { 1 } else { PORT_TRIES };
+        loop {
+            match server.start_server().await {
+                Ok(()) => break,
+                Err(err) if tries > 1 && port_was_taken(&err) => {
+                    tries -= 1;
+                    let taken = server.port;
+                    server.port = free_port()?;
+                    warn!(
+                        taken,
+                        port = server.port,
+                        "the port picked for postgres was taken meanwhile; trying another"
+                    );
+                }
+                Err(err) => return Err(err),
+            }
+        }
         let pg = Self {
             server,
             relocated_from,

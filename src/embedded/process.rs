@@ -21,6 +21,8 @@ pub(super) const SUPERUSER: &str = "postgres";
 const START_TIMEOUT_SECS: &str = "60";
 const STOP_TIMEOUT_SECS: &str = "60";
 const MAX_CONNECTIONS: u32 = 200;
+/// Replication slots and walsenders of the server (the `wal` change feed uses one per gateway).
+const WAL_SENDERS: u32 = 20;
 pub(super) const LOG_FILE: &str = "postgres.log";
 const LOG_TAIL_LINES: usize = 20;
 /// A socket path must fit `sun_path` (108 bytes) after `/.s.PGSQL.<port>` is appended; longer
@@ -37,6 +39,8 @@ pub(super) struct Server {
     pub(super) port: u16,
     pub(super) user: Option<ServerUser>,
     pub(super) fast_unsafe: bool,
+    /// Settings after statgate's own (see `EmbeddedOptions::settings`).
+    pub(super) settings: Vec<(String, String)>,
     pub(super) pg_stat_statements: bool,
     pub(super) running: bool,
 }
@@ -212,6 +216,15 @@ impl Server {
         if self.fast_unsafe {
             opts.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
         }
+        // STATGATE_CHANGE_FEED=wal reads a logical replication slot: one per node, and one
+        // walsender each (replication connections do not count against max_connections).
+        let _ = write!(
+            opts,
+            " -c wal_level=logical -c max_replication_slots={WAL_SENDERS} -c max_wal_senders={WAL_SENDERS}"
+        );
+        for (name, value) in &self.settings {
+            let _ = write!(opts, " -c {}", shell_quote(&format!("{name}={value}")));
+        }
         opts
     }
 
@@ -349,8 +362,14 @@ pub(super) fn postmaster_state(pid: u32, data_dir: &Path) -> Postmaster {
     }
 }
 
+/// Whether a failed start is the server finding its port in use.
+pub(super) fn port_was_taken(err: &EmbeddedError) -> bool {
+    matches!(err, EmbeddedError::CommandFailed { output, .. } if output.contains("could not bind")
+        && output.contains("Address already in use"))
+}
+
 /// A free loopback port: bind port 0 and let go. Another process may take it before the
-/// server binds it; the start then fails with the reason in the log.
+/// server binds it; the start then fails with the reason in the log (and `start` tries another).
 pub(super) fn free_port() -> Result<u16, EmbeddedError> {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|listener| listener.local_addr())

@@ -20,6 +20,7 @@ fn options(dir: &Path) -> EmbeddedOptions {
         bin_dir: None,
         fast_unsafe: true,
         relocate_if_unreachable: true,
+        settings: Vec::new(),
     }
 }
 

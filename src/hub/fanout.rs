@@ -186,6 +186,7 @@ impl Hub {
                     query: RwLock::new(query.clone()),
                     args_json: Arc::from(args_json),
                     pending_since: AtomicI64::new(0),
+                    basis: AtomicU64::new(0),
                     state: Mutex::new(state),
                 });
                 self.matcher.insert(id, query.watch_entries(args));

@@ -2,7 +2,7 @@
 //! value it sent (as the frame new followers get, and a hash to recognise an unchanged value).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use axum::extract::ws::Utf8Bytes;
@@ -20,6 +20,9 @@ pub struct Signature {
     pub args_json: Arc<str>,
     /// Earliest commit time (µs) of a change not yet reflected in a pushed value; 0 = none.
     pub(super) pending_since: AtomicI64,
+    /// The WAL position the current value reflects, for a carried query: a statement's
+    /// position (see `registry::sql::POSITION`) or the commit of the carried row; 0 = unknown.
+    pub(super) basis: AtomicU64,
     pub(super) state: Mutex<SignatureState>,
 }
 
@@ -82,6 +85,16 @@ impl Signature {
     /// Puts back a commit time whose recompute failed.
     pub fn restore_pending_since(&self, at: Option<i64>) {
         self.note_change(at);
+    }
+
+    /// The WAL position the current value reflects (0: unknown); see the field.
+    pub fn basis(&self) -> u64 {
+        self.basis.load(Ordering::Acquire)
+    }
+
+    /// Records the WAL position of a value just computed or carried.
+    pub fn set_basis(&self, lsn: u64) {
+        self.basis.store(lsn, Ordering::Release);
     }
 
     pub fn subscriber_count(&self) -> usize {

@@ -245,6 +245,7 @@ impl NotifyFeed {
 
 impl Feed for NotifyFeed {
     type Session = Connected;
+    type Error = sqlx::Error;
     const NAME: &'static str = "listener";
 
     fn connect(&self) -> impl std::future::Future<Output = Result<Connected, sqlx::Error>> + Send {

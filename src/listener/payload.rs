@@ -64,6 +64,7 @@ pub fn parse_payload(payload: &str) -> Result<Change, PayloadError> {
         rows,
         overflow: parsed.overflow,
         at_micros: parsed.at,
+        row: None,
     })
 }
 

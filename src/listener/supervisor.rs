@@ -5,7 +5,9 @@
 //! keeps its changes may come back to another database than it left (a failover can lose commits
 //! already pushed). So every new session, however it came about, is counted, logged and followed
 //! by a resync before it forwards anything, and `/readyz` says 503 between sessions. Written
-//! once here, the rule holds for the LISTEN feed and the change-table feed alike.
+//! once here, the rule holds for every feed. The one exception is a session that says it
+//! resumes (the WAL feed on a named slot that survived): it delivers every change after the
+//! last position the dispatcher confirmed, so a resync would only repeat work.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -33,11 +35,19 @@ pub enum Ended {
 /// One change feed's sessions: how to open one, and how to run it.
 pub trait Feed: Send {
     type Session: Send;
+    /// Why a connection attempt failed (logged, then retried).
+    type Error: std::fmt::Display + Send;
     /// How logs name it ("listener", "feed poller").
     const NAME: &'static str;
 
     /// One attempt to open a session: a connection that is ready to deliver.
-    fn connect(&self) -> impl Future<Output = Result<Self::Session, sqlx::Error>> + Send;
+    fn connect(&self) -> impl Future<Output = Result<Self::Session, Self::Error>> + Send;
+
+    /// Whether `session` delivers every change after the last position this feed had
+    /// confirmed, so that no resync is needed (see the module doc). No by default.
+    fn resumes(_session: &Self::Session) -> bool {
+        false
+    }
 
     /// Forwards changes until the session ends.
     fn run(
@@ -80,14 +90,26 @@ impl<F: Feed> Supervisor<F> {
                 break;
             };
             self.status.set(true, &self.metrics);
-            if first {
-                tracing::info!("{} connected", F::NAME);
-            } else {
+            let resumes = F::resumes(&session);
+            if !first {
                 self.metrics.listener_reconnects.inc();
-                tracing::info!("{} reconnected, resyncing every signature", F::NAME);
+            }
+            match (first, resumes) {
+                (true, false) => tracing::info!("{} connected", F::NAME),
+                (true, true) => tracing::info!(
+                    "{} connected, resuming from its confirmed position (no resync)",
+                    F::NAME
+                ),
+                (false, false) => {
+                    tracing::info!("{} reconnected, resyncing every signature", F::NAME)
+                }
+                (false, true) => tracing::info!(
+                    "{} reconnected, resuming from its confirmed position (no resync)",
+                    F::NAME
+                ),
             }
             first = false;
-            if self.events.send(FeedEvent::Resync).await.is_err() {
+            if !resumes && self.events.send(FeedEvent::Resync).await.is_err() {
                 break;
             }
             let ended = self.feed.run(session, &self.events, &shutdown).await;
@@ -102,14 +124,15 @@ impl<F: Feed> Supervisor<F> {
 
 /// Runs `attempt` until it succeeds, sleeping with capped exponential back-off between tries;
 /// `None` once shutdown begins.
-async fn retry_with_backoff<T, F, Fut>(
+async fn retry_with_backoff<T, E, F, Fut>(
     what: &str,
     shutdown: &CancellationToken,
     mut attempt: F,
 ) -> Option<T>
 where
+    E: std::fmt::Display,
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+    Fut: std::future::Future<Output = Result<T, E>>,
 {
     let mut backoff = FIRST_BACKOFF;
     loop {

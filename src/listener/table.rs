@@ -59,8 +59,8 @@ pub enum FeedError {
     #[error("unreadable snapshot {0:?}")]
     Snapshot(String),
     #[error(
-        "STATGATE_CHANGE_FEED=table needs migration 0004 (statgate.set_feed_mode is missing): \
-         run `statgate migrate`"
+        "STATGATE_CHANGE_FEED=table or wal needs migration 0004 (statgate.set_feed_mode is \
+         missing): run `statgate migrate`"
     )]
     NotMigrated,
 }
@@ -144,7 +144,7 @@ pub async fn set_database_mode(pool: &PgPool, mode: ChangeFeed) -> Result<(), Fe
         // Before migration 0004 the triggers can only notify.
         return match mode {
             ChangeFeed::Notify => Ok(()),
-            ChangeFeed::Table => Err(FeedError::NotMigrated),
+            ChangeFeed::Table | ChangeFeed::Wal => Err(FeedError::NotMigrated),
         };
     }
     let previous: Option<String> = sqlx::query_scalar("select statgate.set_feed_mode($1)")
@@ -248,6 +248,7 @@ fn failed(err: &FeedError) -> Ended {
 
 impl Feed for TableFeed {
     type Session = PgConnection;
+    type Error = sqlx::Error;
     const NAME: &'static str = "feed poller";
 
     fn connect(

@@ -130,6 +130,17 @@ pub struct Change {
     pub overflow: bool,
     /// Commit-side timestamp, microseconds since the Unix epoch.
     pub at_micros: Option<i64>,
+    /// The new row of a one-row change, when the feed carries it (the WAL feed's inserts and
+    /// updates): what a carried query's value is read from.
+    pub row: Option<std::sync::Arc<RowImage>>,
+}
+
+/// The new row a WAL change carries: each column's value as `to_json` renders it (a value the
+/// WAL did not send is absent), and the position of its transaction's commit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowImage {
+    pub lsn: u64,
+    pub values: HashMap<String, Value>,
 }
 
 impl WatchEntry {

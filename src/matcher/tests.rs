@@ -31,6 +31,7 @@ fn change(table: &str, rows: Value) -> Change {
         rows,
         overflow: false,
         at_micros: None,
+        row: None,
     }
 }
 

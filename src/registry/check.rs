@@ -9,7 +9,9 @@
 //!   privileges (it is run once over no arg set, which reads nothing but checks the rights);
 //! * `returns = "value"` yields exactly one column;
 //! * every watched table exists and has statgate's watch triggers for INSERT, UPDATE and
-//!   DELETE, enabled, carrying every column the query's `match` names.
+//!   DELETE, enabled, carrying every column the query's `match` names (in feed mode `wal`,
+//!   which drops the triggers: its row in `statgate.watches` names those columns);
+//! * a `carried` declaration holds against the table (see [`confirm`]).
 //!
 //! Every problem is reported, not only the first, each naming the file, the query, the table,
 //! and the statement that fixes it: `statgate.watch` replaces a table's triggers, so the fix
@@ -21,6 +23,7 @@ use std::sync::Arc;
 use sqlx::pool::PoolConnection;
 use sqlx::{Column, Executor, PgPool, Postgres};
 
+use super::confirm;
 use super::error::{Problem, RegistryError};
 use super::query::{Query, Returns};
 use crate::matcher::TableName;
@@ -50,7 +53,11 @@ pub async fn problems<'a>(
     let mut conn = pool.acquire().await.map_err(RegistryError::Connect)?;
     let mut problems = Vec::new();
     for query in queries.clone() {
-        problems.extend(statement_problems(&mut conn, query).await);
+        let found = statement_problems(&mut conn, query).await;
+        if found.is_empty() {
+            problems.extend(confirm::carried_problems(&mut conn, query).await);
+        }
+        problems.extend(found);
     }
     problems.extend(watch_problems(&mut conn, queries).await?);
     Ok(problems)
@@ -176,12 +183,19 @@ async fn watch_state(
     if !exists {
         return Ok(WatchState::NoTable);
     }
-    let triggers: Vec<(i32, Vec<String>)> = sqlx::query_as(WATCH_TRIGGERS)
+    let mut triggers: Vec<(i32, Vec<String>)> = sqlx::query_as(WATCH_TRIGGERS)
         .bind(&table.schema)
         .bind(&table.table)
         .fetch_all(&mut **conn)
         .await
         .map_err(RegistryError::Connect)?;
+    if triggers.is_empty() {
+        // Feed mode 'wal' drops the watch triggers: the watch is its row in statgate.watches,
+        // and the WAL feed hears every event of the table.
+        if let Some(columns) = wal_watch(conn, table).await? {
+            triggers.push((TRIGGER_INSERT | TRIGGER_UPDATE | TRIGGER_DELETE, columns));
+        }
+    }
     let key_column: Option<String> = sqlx::query_scalar(KEY_COLUMN)
         .bind(&table.schema)
         .bind(&table.table)
@@ -190,6 +204,31 @@ async fn watch_state(
         .map_err(RegistryError::Connect)?;
     Ok(watch_state_of(&triggers, key_column))
 }
+
+/// The watched columns of `table` when the database is in feed mode 'wal' (migration 0008).
+async fn wal_watch(
+    conn: &mut PoolConnection<Postgres>,
+    table: &TableName,
+) -> Result<Option<Vec<String>>, RegistryError> {
+    let migrated: bool = sqlx::query_scalar("select to_regclass('statgate.watches') is not null")
+        .fetch_one(&mut **conn)
+        .await
+        .map_err(RegistryError::Connect)?;
+    if !migrated {
+        return Ok(None);
+    }
+    sqlx::query_scalar(WAL_WATCH)
+        .bind(&table.schema)
+        .bind(&table.table)
+        .fetch_optional(&mut **conn)
+        .await
+        .map_err(RegistryError::Connect)
+}
+
+const WAL_WATCH: &str = r"
+select w.columns from statgate.watches w
+where w.tbl = to_regclass(format('%I.%I', $1, $2))
+  and (select feed_mode from statgate.settings) = 'wal'";
 
 /// The primary key's first column, else the table's first column.
 const KEY_COLUMN: &str = r"

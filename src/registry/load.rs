@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use super::args::{self, ArgSpec, ArgType, DEFAULT_MAX_ITEMS, DEFAULT_MAX_LENGTH};
 use super::error::RegistryError;
 use super::query::{AuthRule, Query, Returns};
-use super::{sql, watch};
+use super::{carried, sql, watch};
 
 /// Where the example registry lives in the repository, as its compiled-in files' names say.
 pub(super) const EXAMPLE_QUERIES_DIR: &str = "examples/blog/queries";
@@ -115,7 +115,7 @@ fn parse_query(name: &str, file: &Path, definition: &toml::Value) -> Result<Quer
     if let Some(unknown) = table.keys().find(|key| {
         !matches!(
             key.as_str(),
-            "sql" | "args" | "returns" | "watch" | "auth" | "description" | "parity"
+            "sql" | "args" | "returns" | "watch" | "auth" | "description" | "parity" | "carried"
         )
     }) {
         return Err(format!("unknown key `{unknown}`"));
@@ -187,13 +187,22 @@ fn parse_query(name: &str, file: &Path, definition: &toml::Value) -> Result<Quer
             unused.join(", ")
         ));
     }
-    let statement = sql::batch_statement(&bound, returns);
+    let carried = match table.get("carried") {
+        Some(_) if returns != Returns::Value => {
+            return Err(
+                "`carried` needs returns = \"value\": the value is one column of one row".into(),
+            )
+        }
+        Some(spec) => Some(carried::parse_carried(spec, &args, &watch)?),
+        None => None,
+    };
+    let statement = sql::batch_statement(&bound, returns, carried.is_some());
     let columns_statement = sql::columns_statement(&bound);
     let parity_statement = match table.get("parity") {
         Some(toml::Value::String(parity)) => {
             let bound = sql::bind_placeholders(parity.trim(), &args)
                 .map_err(|message| format!("parity: {message}"))?;
-            Some(sql::batch_statement(&bound, returns))
+            Some(sql::batch_statement(&bound, returns, false))
         }
         Some(_) => return Err("`parity` must be the SQL of the live value, as a string".into()),
         None => None,
@@ -209,6 +218,7 @@ fn parse_query(name: &str, file: &Path, definition: &toml::Value) -> Result<Quer
         auth,
         watch,
         parity_statement,
+        carried,
     })
 }
 

@@ -7,14 +7,17 @@
 //! The registry is immutable once loaded and shared behind an `Arc`.
 
 pub mod args;
+pub mod carried;
 mod catalog;
 pub mod check;
+mod confirm;
 mod error;
 mod load;
 mod query;
 pub mod sql;
 pub mod watch;
 
+pub use carried::{Carried, KeyColumn};
 pub use catalog::{Registry, SharedRegistry};
 pub use error::{Problem, RegistryError};
 pub use query::{ArgDescription, AuthRule, Forbidden, Query, QueryDescription, Returns};

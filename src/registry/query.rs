@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::args::{self, ArgSpec, ArgsError, CanonicalArgs};
+use super::carried::Carried;
 use super::watch::WatchSpec;
 use crate::auth::Claims;
 use crate::matcher::WatchEntry;
@@ -48,6 +49,10 @@ pub struct Query {
     /// `parity = "<live SQL>"`: the batched statement of a query computing the same value
     /// from source tables, to catch a drifted stats table (see `recompute`).
     pub parity_statement: Option<String>,
+    /// `carried = { … }`: the value is one column of one row of a watched table, read from
+    /// the row a WAL change carries (see [`Carried`]). Its `statement` then also returns the
+    /// WAL position its snapshot had reached (see `sql::batch_statement`).
+    pub carried: Option<Carried>,
 }
 
 /// Why a caller may not subscribe to these args.

@@ -134,8 +134,15 @@ fn arg_expression(spec: &ArgSpec) -> String {
     }
 }
 
-/// The batched statement for a query (see the module doc).
-pub fn batch_statement(bound_sql: &str, returns: Returns) -> String {
+/// The WAL position a statement's snapshot has reached: every commit it sees ends at or
+/// before it (on a replica, what it has replayed). A value carried by a WAL change of a later
+/// commit is newer than the statement's (see `crate::dispatch`).
+pub const POSITION: &str = "(case when pg_is_in_recovery() then pg_last_wal_replay_lsn() \
+     else pg_current_wal_insert_lsn() end - '0/0'::pg_lsn)::int8";
+
+/// The batched statement for a query (see the module doc); `with_position` adds a third
+/// column, [`POSITION`], evaluated after the statement's snapshot was taken.
+pub fn batch_statement(bound_sql: &str, returns: Returns, with_position: bool) -> String {
     let shaped = match returns {
         Returns::Value => format!(
             "select statgate_col.value from (select row_to_json(statgate_q) as r from ({bound_sql}\n) statgate_q limit 1) statgate_row, \
@@ -144,7 +151,12 @@ pub fn batch_statement(bound_sql: &str, returns: Returns) -> String {
         Returns::Row => format!("select row_to_json(statgate_q) from ({bound_sql}\n) statgate_q limit 1"),
         Returns::Rows => format!("select coalesce(json_agg(statgate_q), '[]'::json) from ({bound_sql}\n) statgate_q"),
     };
-    format!("select {ARGS_ALIAS}.n, ({shaped})::text from jsonb_array_elements($1::jsonb) with ordinality as {ARGS_ALIAS}(args, n)")
+    let position = if with_position {
+        format!(", {POSITION}")
+    } else {
+        String::new()
+    };
+    format!("select {ARGS_ALIAS}.n, ({shaped})::text{position} from jsonb_array_elements($1::jsonb) with ordinality as {ARGS_ALIAS}(args, n)")
 }
 
 /// The query's own rows for one arg set, so its result columns can be described (codegen).

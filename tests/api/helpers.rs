@@ -18,6 +18,29 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// One test per change feed, `<name>::notify`, `<name>::table` and `<name>::wal`, each running
+/// `body(feed)`: the acceptance tests of the change pipeline hold whichever feed delivers.
+macro_rules! every_feed {
+    ($(#[$attr:meta])* $name:ident => $body:ident) => {
+        mod $name {
+            use statgate::config::ChangeFeed;
+            $(#[$attr])*
+            async fn notify() {
+                super::$body(ChangeFeed::Notify).await
+            }
+            $(#[$attr])*
+            async fn table() {
+                super::$body(ChangeFeed::Table).await
+            }
+            $(#[$attr])*
+            async fn wal() {
+                super::$body(ChangeFeed::Wal).await
+            }
+        }
+    };
+}
+pub(crate) use every_feed;
+
 /// The server URL (without database) shared by every test of this binary.
 struct Server {
     base_url: String,
@@ -103,10 +126,19 @@ pub struct PrivateServer {
 
 impl PrivateServer {
     pub async fn start(name: &str) -> (PrivateServer, PgPool) {
+        Self::start_with(name, &[]).await
+    }
+
+    /// As [`start`](Self::start), with server settings (`-c name=value`) after statgate's.
+    pub async fn start_with(name: &str, settings: &[(&str, &str)]) -> (PrivateServer, PgPool) {
         let dir = std::env::temp_dir().join(format!("statgate-{name}-{}", std::process::id()));
         let server = EmbeddedPostgres::start(EmbeddedOptions {
             data_dir: dir.join("pgdata"),
             fast_unsafe: true,
+            settings: settings
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+                .collect(),
             ..EmbeddedOptions::default()
         })
         .await
@@ -200,6 +232,11 @@ pub struct TestApp {
 impl TestApp {
     pub async fn spawn() -> TestApp {
         Self::spawn_with(|_| {}).await
+    }
+
+    /// The gateway with change feed `feed`.
+    pub async fn spawn_feed(feed: statgate::config::ChangeFeed) -> TestApp {
+        Self::spawn_with(|config| config.feed.mode = feed).await
     }
 
     pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> TestApp {

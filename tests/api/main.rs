@@ -21,4 +21,5 @@ mod soak;
 mod subscribe;
 mod tls;
 mod triggers;
+mod wal;
 mod watches;

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_silent, converge_to, wait_for, TestApp};
+use statgate::config::ChangeFeed;
+
+use crate::helpers::{assert_silent, converge_to, every_feed, wait_for, TestApp};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -12,9 +14,10 @@ fn update_of(signature: &str) -> impl FnMut(&Value) -> bool + '_ {
     move |e| e["event"] == "query:update" && e["payload"]["signature"] == signature
 }
 
-#[tokio::test]
-async fn moving_a_comment_updates_the_subscribers_of_both_posts() {
-    let app = TestApp::spawn().await;
+every_feed!(#[tokio::test] moving_a_comment_updates_the_subscribers_of_both_posts => move_a_comment);
+
+async fn move_a_comment(feed: ChangeFeed) {
+    let app = TestApp::spawn_feed(feed).await;
     let from = app.new_post().await;
     let to = app.new_post().await;
     app.add_comment(from).await;
@@ -52,9 +55,10 @@ async fn moving_a_comment_updates_the_subscribers_of_both_posts() {
     assert_eq!(left["payload"]["version"], json!(2));
 }
 
-#[tokio::test]
-async fn a_ten_thousand_row_insert_leaves_every_subscriber_with_the_exact_count() {
-    let app = TestApp::spawn().await;
+every_feed!(#[tokio::test] a_ten_thousand_row_insert_leaves_every_subscriber_with_the_exact_count => bulk_insert);
+
+async fn bulk_insert(feed: ChangeFeed) {
+    let app = TestApp::spawn_feed(feed).await;
     let posts: Vec<i64> = sqlx::query_scalar(
         "insert into posts (title, author_id) select 'p' || i, 'a' from generate_series(1, 100) i returning id",
     )
@@ -80,6 +84,68 @@ async fn a_ten_thousand_row_insert_leaves_every_subscriber_with_the_exact_count(
         converge_to(ws, received, signature, json!(expected)).await;
     }
     assert_eq!(total, 10_000);
+}
+
+every_feed!(#[tokio::test] soft_deleting_and_restoring_comments_updates_post_and_author_counts => soft_delete);
+
+async fn soft_delete(feed: ChangeFeed) {
+    let app = TestApp::spawn_feed(feed).await;
+    let post = app.new_post().await;
+    for _ in 0..3 {
+        app.add_comment(post).await;
+    }
+    let author: String =
+        sqlx::query_scalar("select author_id from comments where post_id = $1 limit 1")
+            .bind(post)
+            .fetch_one(&app.db)
+            .await
+            .expect("author");
+    let written: i64 =
+        sqlx::query_scalar("select count(*) from comments where author_id = $1 and not deleted")
+            .bind(&author)
+            .fetch_one(&app.db)
+            .await
+            .expect("written");
+    let (post_sig, mut post_ws, mut post_seen) = app
+        .watch("u1", "posts/stats/commentCount", json!({"postId": post}))
+        .await;
+    let (author_sig, mut author_ws, mut author_seen) = app
+        .watch(
+            &author,
+            "users/activity/commentsWritten",
+            json!({"userId": author}),
+        )
+        .await;
+    assert_eq!(post_seen.value(&post_sig), Some(&json!(3)));
+    assert_eq!(author_seen.value(&author_sig), Some(&json!(written)));
+
+    sqlx::query("update comments set deleted = true where id in (select id from comments where post_id = $1 order by id limit 2)")
+        .bind(post)
+        .execute(&app.db)
+        .await
+        .expect("soft delete");
+    converge_to(&mut post_ws, &mut post_seen, &post_sig, json!(1)).await;
+    converge_to(
+        &mut author_ws,
+        &mut author_seen,
+        &author_sig,
+        json!(written - 2),
+    )
+    .await;
+
+    sqlx::query("update comments set deleted = false where post_id = $1")
+        .bind(post)
+        .execute(&app.db)
+        .await
+        .expect("restore");
+    converge_to(&mut post_ws, &mut post_seen, &post_sig, json!(3)).await;
+    converge_to(
+        &mut author_ws,
+        &mut author_seen,
+        &author_sig,
+        json!(written),
+    )
+    .await;
 }
 
 #[tokio::test]

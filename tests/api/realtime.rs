@@ -4,13 +4,18 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::{assert_pong, close_of, next_event, send_json, send_text, wait_for, TestApp};
+use statgate::config::ChangeFeed;
+
+use crate::helpers::{
+    assert_pong, close_of, every_feed, next_event, send_json, send_text, wait_for, TestApp,
+};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-#[tokio::test]
-async fn the_snapshot_equals_the_database_and_inserts_push_the_new_count() {
-    let app = TestApp::spawn().await;
+every_feed!(#[tokio::test] the_snapshot_equals_the_database_and_inserts_push_the_new_count => snapshot_and_inserts);
+
+async fn snapshot_and_inserts(feed: ChangeFeed) {
+    let app = TestApp::spawn_feed(feed).await;
     let post = app.new_post().await;
     let other = app.new_post().await;
     app.add_comment(post).await;

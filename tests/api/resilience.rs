@@ -11,8 +11,9 @@ use statgate::config::ChangeFeed;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::{
-    assert_pong, close_of, converge_to, next_event, read_until, run_with_captured_logs, send_json,
-    send_text, wait_for, wait_until, wait_until_ready, PrivateServer, Received, TestApp, Ws,
+    assert_pong, close_of, converge_to, every_feed, next_event, read_until, run_with_captured_logs,
+    send_json, send_text, wait_for, wait_until, wait_until_ready, PrivateServer, Received, TestApp,
+    Ws,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -76,24 +77,35 @@ fn keep_writing(
 }
 
 async fn listener_backends(db: &PgPool) -> Vec<i32> {
+    feed_backends(db, ChangeFeed::Notify).await
+}
+
+/// The backends of the gateway's change feed of kind `feed` on this database.
+async fn feed_backends(db: &PgPool, feed: ChangeFeed) -> Vec<i32> {
+    let name = match feed {
+        ChangeFeed::Notify => statgate::listener::LISTENER_APPLICATION_NAME,
+        ChangeFeed::Table => statgate::listener::table::POLLER_APPLICATION_NAME,
+        ChangeFeed::Wal => statgate::listener::wal::WAL_APPLICATION_NAME,
+    };
     sqlx::query_scalar(
         "select pid from pg_stat_activity where application_name = $1 and datname = current_database()",
     )
-    .bind(statgate::listener::LISTENER_APPLICATION_NAME)
+    .bind(name)
     .fetch_all(db)
     .await
     .expect("pg_stat_activity")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_the_listener_backend_loses_no_final_value() {
-    let app = TestApp::spawn().await;
+every_feed!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] killing_the_listener_backend_loses_no_final_value => kill_the_feed_backend);
+
+async fn kill_the_feed_backend(feed: ChangeFeed) {
+    let app = TestApp::spawn_feed(feed).await;
     let posts = posts(&app, 5).await;
     let mut watchers = Watchers::open(&app, &posts).await;
     let (stop, writer) = keep_writing(app.db.clone(), posts.clone());
 
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let backends = listener_backends(&app.db).await;
+    let backends = feed_backends(&app.db, feed).await;
     assert_eq!(backends.len(), 1, "one LISTEN connection per gateway");
     let killed: bool = sqlx::query_scalar("select pg_terminate_backend($1)")
         .bind(backends[0])
@@ -106,17 +118,18 @@ async fn killing_the_listener_backend_loses_no_final_value() {
     assert!(writer.await.expect("writer") > 0);
 
     watchers.converge(&app).await;
-    let fresh = listener_backends(&app.db).await;
+    let fresh = feed_backends(&app.db, feed).await;
     assert_eq!(fresh.len(), 1);
     assert_ne!(fresh[0], backends[0], "the listener reconnected");
     assert!(app.state.metrics().listener_reconnects.get() >= 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_postgresql_restart_keeps_sockets_open_and_converges() {
-    let (mut private, db) = PrivateServer::start("restart").await;
+every_feed!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] a_full_postgresql_restart_keeps_sockets_open_and_converges => restart_postgresql);
+
+async fn restart_postgresql(feed: ChangeFeed) {
+    let (mut private, db) = PrivateServer::start(&format!("restart-{}", feed.as_str())).await;
     let url = private.url.clone();
-    let app = TestApp::spawn_on(url, db, |_| {}).await;
+    let app = TestApp::spawn_on(url, db, |config| config.feed.mode = feed).await;
     let posts = posts(&app, 5).await;
     let mut watchers = Watchers::open(&app, &posts).await;
     for post in &posts {
