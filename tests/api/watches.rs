@@ -558,8 +558,8 @@ async fn a_database_migrated_before_0008_gets_the_generated_functions_when_it_mi
             ("statgate", 8),
             ("statgate", 9),
             ("statgate", 10),
-            ("example", 9),
-            ("example", 10)
+            ("example", 11),
+            ("example", 12)
         ]
     );
 

@@ -1,10 +1,10 @@
 -- post_stats: a statement of one row takes a short path (issue 18; docs/BENCHMARKS.md, "Writer
--- cost of a single-row write"). the one-post update of 0009 (an aggregate over the transition
+-- cost of a single-row write"). the one-post update of 0011 (an aggregate over the transition
 -- table, joined to post_stats) cost about twice a row-level trigger's update, most of it in
 -- starting its plan's many nodes. now the row's post and whether it counts are read into
 -- variables (a scan of the transition table), a second row is looked for, and a lone row
 -- updates its post's row by 1: three statements that start cheaply. every other statement (and
--- a post without its stats row) takes the set-based statements of 0009, which keep their rules.
+-- a post without its stats row) takes the set-based statements of 0011, which keep their rules.
 
 create or replace function comments_stats() returns trigger
 language plpgsql as $$
