@@ -11,7 +11,7 @@
 //! * every watched table exists and has statgate's watch triggers for INSERT, UPDATE and
 //!   DELETE, enabled, carrying every column the query's `match` names (in feed mode `wal`,
 //!   which drops the triggers: its row in `statgate.watches` names those columns);
-//! * a `carried` declaration holds against the table (see [`confirm`]).
+//! * a `carried` declaration holds against the table (see `registry::confirm`).
 //!
 //! Every problem is reported, not only the first, each naming the file, the query, the table,
 //! and the statement that fixes it: `statgate.watch` replaces a table's triggers, so the fix

@@ -6,14 +6,14 @@
 //! a payload, then NOTIFY, whose commit-time lock serialises writers, or insert a row). Here no
 //! watch trigger runs: the writer writes its rows and the WAL it writes anyway, and statgate
 //! reads the changes after commit, in commit order, with the new row attached. Matching,
-//! recompute and push are unchanged: each row change becomes the same [`Change`] a trigger's
-//! payload would (see [`pgoutput`]).
+//! recompute and push are unchanged: each row change becomes the same
+//! [`Change`](crate::matcher::Change) a trigger's payload would (see [`pgoutput`]).
 //!
 //! Nothing lost: a position is confirmed to PostgreSQL only once the dispatcher has matched and
 //! scheduled every change before it ([`FeedEvent::Reached`]). With a temporary slot (the
 //! default) a new connection starts at the server's current position, so every session
 //! resyncs, as the other feeds do. With a named slot (`STATGATE_WAL_SLOT`) a reconnected or
-//! restarted node resumes after its confirmed position and needs no resync ([`slot`]).
+//! restarted node resumes after its confirmed position and needs no resync (`listener::wal::slot`).
 //!
 //! Nothing retained forever: a named slot keeps the WAL it has not confirmed, also while its
 //! node is down; `max_slot_wal_keep_size` bounds that, and a slot invalidated by it is created
