@@ -53,6 +53,18 @@ fn server_processes(data_dir: &Path) -> Vec<u32> {
         .collect()
 }
 
+/// Waits (at most 5 s) until no process runs in `data_dir`: `pg_ctl stop -w` returns once the
+/// postmaster has removed its pid file, a moment before the process itself is gone.
+async fn no_server_left(data_dir: &Path) -> bool {
+    for _ in 0..50 {
+        if server_processes(data_dir).is_empty() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    server_processes(data_dir).is_empty()
+}
+
 fn process_uid(pid: u32) -> u32 {
     fs::read_to_string(format!("/proc/{pid}/status"))
         .expect("read process status")
@@ -100,10 +112,7 @@ async fn starts_creates_a_database_restarts_and_stops() {
     let data_dir = pg.data_dir().to_path_buf();
     pg.stop().await.expect("stop");
     pg.stop().await.expect("stopping twice is a no-op");
-    assert!(
-        server_processes(&data_dir).is_empty(),
-        "no postgres left running"
-    );
+    assert!(no_server_left(&data_dir).await, "no postgres left running");
     assert!(matches!(
         pg.create_database("late").await,
         Err(EmbeddedError::NotRunning)
@@ -189,10 +198,7 @@ async fn a_server_left_running_by_a_crashed_run_is_replaced() {
     assert_ne!(postmaster_state(old_pid, &data_dir), Postmaster::Ours);
     assert_eq!(query(&pg, "postgres", "select 1").await, "1");
     pg.stop().await.expect("stop");
-    assert!(
-        server_processes(&data_dir).is_empty(),
-        "no postgres left running"
-    );
+    assert!(no_server_left(&data_dir).await, "no postgres left running");
 }
 
 #[tokio::test]
@@ -219,10 +225,7 @@ async fn dropping_a_running_server_stops_it() {
     let pg = start(dir.path()).await;
     let data_dir = pg.data_dir().to_path_buf();
     drop(pg);
-    assert!(
-        server_processes(&data_dir).is_empty(),
-        "no postgres left running"
-    );
+    assert!(no_server_left(&data_dir).await, "no postgres left running");
 }
 
 #[tokio::test]
