@@ -11,6 +11,7 @@ use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -96,8 +97,12 @@ fn write_entries(path: &Path, entries: &[(String, String)]) -> io::Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent)?;
     }
+    // Unique per write, not only per process: two threads of one process (tests, a reload
+    // beside a start) would otherwise truncate and rename each other's temporary file.
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let write = WRITES.fetch_add(1, Ordering::Relaxed);
     let mut temporary = path.as_os_str().to_owned();
-    temporary.push(format!(".{}.tmp", std::process::id()));
+    temporary.push(format!(".{}.{write}.tmp", std::process::id()));
     let temporary = PathBuf::from(temporary);
     let mut file = fs::OpenOptions::new()
         .write(true)
@@ -157,5 +162,23 @@ mod tests {
         assert_eq!(secret.expose(), "kept-secret-0123456789abcdefghijklmnop");
         let mode = fs::metadata(&file).expect("file").permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    }
+
+    #[test]
+    fn threads_writing_one_secrets_file_at_once_all_get_their_secret() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let data_dir = dir.path().join("pgdata");
+            std::thread::scope(|scope| {
+                for thread in 0..4 {
+                    let store = DemoSecrets::beside(&data_dir);
+                    scope.spawn(move || {
+                        store
+                            .secret(&format!("SECRET_{thread}"))
+                            .expect("every writer gets its secret")
+                    });
+                }
+            });
+        }
     }
 }
