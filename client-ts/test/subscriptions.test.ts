@@ -187,6 +187,7 @@ test('a registry reload ends a removed query for the client, and a changed one g
     const { gateway: gw, db } = await gateway({ env: { STATGATE_QUERIES: registry } });
     const { client: c } = client(gw.url);
     const [post] = await newPosts(db, 1);
+    if (post === undefined) throw new Error('post');
     const counts: (number | null)[] = [];
     const errors: StatgateError[] = [];
     const live = c.subscribe('posts/live/count' as 'posts/stats/commentCount', { postId: post }, (n) => counts.push(n));
@@ -198,7 +199,7 @@ test('a registry reload ends a removed query for the client, and a changed one g
     write(query('count', 'comment_count * 10'));
     gw.reload();
     await eventually(() => errors.length === 1, 20_000, 'the removed query ending');
-    expect(errors[0].code).toBe('query_removed');
+    expect(errors[0]?.code).toBe('query_removed');
     expect(gone.status).toBe('error');
     await addComment(db, post);
     await eventually(() => counts.at(-1) === 10, 20_000, 'the changed query pushing its new value');
