@@ -4,8 +4,20 @@
 use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 
-/// Names of the documents the project started from, which live outside the repository.
-const OUTSIDE: &[&str] = &["SPEC §", "SPEC.md", "STYLE.md", "../shared", "shared/SPEC"];
+/// Names of the documents the project started from, which live outside the repository. Each
+/// is spelled in two pieces, so that this file names none of them itself.
+fn outside_names() -> Vec<String> {
+    [
+        ("SPEC", " §"),
+        ("SPEC", ".md"),
+        ("STYLE", ".md"),
+        ("../", "shared"),
+        ("shared", "/SPEC"),
+    ]
+    .iter()
+    .map(|(head, tail)| format!("{head}{tail}"))
+    .collect()
+}
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -37,14 +49,12 @@ fn tracked_text_files() -> Vec<PathBuf> {
 
 #[test]
 fn no_file_refers_to_a_document_outside_the_repository() {
+    let outside = outside_names();
     let mut found = Vec::new();
     for path in tracked_text_files() {
-        if path == Path::new("tests/repository.rs") {
-            continue; // names the patterns it looks for
-        }
         let text = std::fs::read_to_string(root().join(&path)).expect("read");
         for (number, line) in text.lines().enumerate() {
-            if let Some(name) = OUTSIDE.iter().find(|name| line.contains(**name)) {
+            if let Some(name) = outside.iter().find(|name| line.contains(name.as_str())) {
                 found.push(format!("{}:{}: {name}", path.display(), number + 1));
             }
         }
