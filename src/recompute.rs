@@ -206,14 +206,7 @@ impl Recompute {
         let published = self.hub.publish(signature, value);
         tracing::debug!(signature = %signature.signature, outcome = ?published, "recomputed");
         match published {
-            Published::Sent { .. } => {
-                if let Some(since) = since {
-                    let now = chrono::Utc::now().timestamp_micros();
-                    self.metrics
-                        .push_lag
-                        .observe((now - since).max(0) as f64 / 1e6);
-                }
-            }
+            Published::Sent { .. } => self.metrics.observe_push_lag(since),
             Published::TooLarge(too_large) => {
                 signature.restore_pending_since(since);
                 tracing::warn!(signature = %signature.signature, reason = %too_large, "value over the limit, not sent");

@@ -111,6 +111,15 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Records the commit-to-push lag of a value just sent, from the commit time of the oldest
+    /// change it answers (`since`, microseconds since the epoch; none when unknown).
+    pub fn observe_push_lag(&self, since: Option<i64>) {
+        if let Some(since) = since {
+            let now = chrono::Utc::now().timestamp_micros();
+            self.push_lag.observe((now - since).max(0) as f64 / 1e6);
+        }
+    }
+
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("statgate");
         let metrics = Metrics {

@@ -71,14 +71,7 @@ impl CarriedValues {
         if newer {
             let since = signature.take_pending_since();
             match self.hub.publish(&signature, value.clone()) {
-                Published::Sent { .. } => {
-                    if let Some(since) = since {
-                        let now = chrono::Utc::now().timestamp_micros();
-                        self.metrics
-                            .push_lag
-                            .observe((now - since).max(0) as f64 / 1e6);
-                    }
-                }
+                Published::Sent { .. } => self.metrics.observe_push_lag(since),
                 Published::TooLarge(_) => signature.restore_pending_since(since),
                 Published::Unchanged => {}
             }
