@@ -138,12 +138,19 @@ impl Application {
         let status = Arc::new(ListenerStatus::default());
         let shutdown = CancellationToken::new();
         let (events_tx, events_rx) = mpsc::channel(FEED_CAPACITY);
-        let unrecorded = (!config.feed.unrecorded_check.is_zero()).then(|| UnrecordedChanges {
-            pool: pool.clone(),
-            every: config.feed.unrecorded_check,
-            events: events_tx.clone(),
-            metrics: metrics.clone(),
-        });
+        let unrecorded = if config.feed.unrecorded_check.is_zero() {
+            None
+        } else {
+            Some(
+                UnrecordedChanges::start(
+                    pool.clone(),
+                    config.feed.unrecorded_check,
+                    events_tx.clone(),
+                    metrics.clone(),
+                )
+                .await,
+            )
+        };
 
         let feed = match config.feed.mode {
             ChangeFeed::Notify => {

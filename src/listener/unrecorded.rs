@@ -27,17 +27,47 @@ const BY_TABLE: &str = "select schema_name, table_name, sum(count)::int8,
 
 /// The task: polls the count of unrecorded changes until shutdown.
 pub struct UnrecordedChanges {
-    pub pool: PgPool,
-    pub every: Duration,
-    pub events: mpsc::Sender<FeedEvent>,
-    pub metrics: Arc<Metrics>,
+    pool: PgPool,
+    every: Duration,
+    events: mpsc::Sender<FeedEvent>,
+    metrics: Arc<Metrics>,
+    /// The total before the gateway served anyone: what was lost before is covered by every
+    /// subscription's first value, what is lost after is a growth. Read at start-up, not at the
+    /// task's first tick, so a change lost between a first subscription and that tick is not
+    /// taken for the baseline (seen in CI under load).
+    baseline: Option<i64>,
 }
 
 impl UnrecordedChanges {
+    /// Reads the baseline; call it before the gateway accepts its first subscription. A
+    /// database that cannot answer yet leaves the first successful read as the baseline.
+    pub async fn start(
+        pool: PgPool,
+        every: Duration,
+        events: mpsc::Sender<FeedEvent>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let baseline = sqlx::query_scalar::<_, i64>(TOTAL)
+            .fetch_one(&pool)
+            .await
+            .ok();
+        if let Some(total) = baseline {
+            metrics.unrecorded_changes.set(total);
+        }
+        Self {
+            pool,
+            every,
+            events,
+            metrics,
+            baseline,
+        }
+    }
+
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(self.every);
+        let mut tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + self.every, self.every);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut last: Option<i64> = None;
+        let mut last = self.baseline;
         let mut failing = false;
         loop {
             tokio::select! {
@@ -59,7 +89,7 @@ impl UnrecordedChanges {
             };
             failing = false;
             self.metrics.unrecorded_changes.set(total);
-            // The first read is the baseline: the start-up resync covered what came before.
+            // Without a baseline from start-up, the first read is it.
             if let Some(before) = last.filter(|before| total > *before) {
                 self.report(total - before).await;
                 if self.events.send(FeedEvent::Resync).await.is_err() {
