@@ -250,12 +250,7 @@ impl TestApp {
         db: PgPool,
         adjust: impl FnOnce(&mut Config),
     ) -> TestApp {
-        if std::env::var_os("TEST_LOG").is_some() {
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new("statgate=debug"))
-                .with_test_writer()
-                .try_init();
-        }
+        install_global_subscriber();
         let mut config = Config::for_tests(database_url.clone(), queries_dir());
         adjust(&mut config);
         let app = Application::build(config).await.expect("gateway starts");
@@ -650,6 +645,30 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
     }
 }
 
+/// The process's global subscriber, installed once before any gateway runs or any log is
+/// captured: with `TEST_LOG` set, statgate's debug lines on the test's output; otherwise a
+/// registry that records nothing.
+///
+/// Without one, a capture of [`run_with_captured_logs`] was the only dispatcher of the process,
+/// and tracing-core then computes a callsite's interest from the default of the thread that
+/// first reaches it: a sibling test's thread, with no subscriber, cached "never" for a line
+/// such as "feed poller reconnected", and the capture missed it (a resilience test failed in the
+/// full suite, never alone). With a global subscriber every thread has one, and a capture makes
+/// two dispatchers, whose interests are combined.
+fn install_global_subscriber() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new("statgate=debug"))
+                .with_test_writer()
+                .try_init();
+        } else {
+            let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry());
+        }
+    });
+}
+
 /// Runs `test` on a runtime of its own (two worker threads) whose threads log at `filter` to a
 /// capture, and returns its output and the captured lines. Other tests in this process log to
 /// the global subscriber, so their lines cannot be mistaken for this test's.
@@ -657,6 +676,7 @@ pub fn run_with_captured_logs<T>(
     filter: &str,
     test: impl std::future::Future<Output = T>,
 ) -> (T, Vec<String>) {
+    install_global_subscriber();
     let logs = CapturedLogs::default();
     let dispatch = tracing::Dispatch::new(
         tracing_subscriber::fmt()
