@@ -12,13 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::Value;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::subscription::{verify_subscription, VerifiedSubscription};
 use super::subscriptions::Subscriptions;
-use super::transport::{drain_until_closed, is_client_violation, Counted, CLOSE_TIMEOUT};
+use super::transport::{drain_until_closed, is_client_violation, Counted, ReadGate, CLOSE_TIMEOUT};
 use crate::auth::{now_secs, AuthError, Claims};
 use crate::error::ApiError;
 use crate::hub::{Outbox, Signature, SignatureRefused};
@@ -125,6 +125,7 @@ impl Connection {
         let mut deadline = self.next_deadline();
         let timer = tokio::time::sleep_until(deadline.at());
         tokio::pin!(timer);
+        let reads = ReadGate::new();
         loop {
             tokio::select! {
                 biased;
@@ -141,7 +142,7 @@ impl Connection {
                         return exit;
                     }
                 }
-                message = socket.next() => {
+                message = reads.next(socket) => {
                     last_seen = Instant::now();
                     match message {
                         Some(Ok(message)) => {

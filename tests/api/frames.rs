@@ -120,3 +120,23 @@ async fn a_burst_of_500_client_pings_is_closed_by_the_message_rate_limit() {
         (4008, "too many messages per second")
     );
 }
+
+/// Several client frames in one TCP segment: the socket task reads the client only when the
+/// read side woke it or after a frame (tungstenite may already hold the next one), so frames
+/// that arrived together, with one readiness event between them, must each be answered.
+#[tokio::test]
+async fn frames_that_arrive_in_one_segment_are_each_answered() {
+    const FRAMES: usize = 5;
+    let app = TestApp::spawn().await;
+    let mut stream = raw_socket(&app).await;
+    let together: Vec<u8> = (0..FRAMES)
+        .flat_map(|_| frame(TEXT, b"ping", true))
+        .collect();
+    stream.write_all(&together).await.expect("the frames");
+    let mut ws: Ws =
+        WebSocketStream::from_raw_socket(MaybeTlsStream::Plain(stream), Role::Client, None).await;
+    for n in 0..FRAMES {
+        let pong = crate::helpers::wait_for(&mut ws, Duration::from_secs(10), |_| true).await;
+        assert_eq!(pong, serde_json::json!({"event": "pong"}), "answer {n}");
+    }
+}
