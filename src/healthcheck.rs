@@ -79,10 +79,13 @@ fn exchange(
 ) -> io::Result<String> {
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    write!(
-        stream,
+    // One write: `write!` on the stream itself sends each formatted piece on its own, and a
+    // server that answers after the first piece and closes resets the connection under its
+    // unread rest, losing the answer (seen in CI).
+    let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {address}\r\nUser-Agent: statgate-healthcheck\r\nConnection: close\r\n\r\n"
-    )?;
+    );
+    stream.write_all(request.as_bytes())?;
     stream.flush()?;
     let mut line = Vec::new();
     BufReader::new(stream.take(MAX_STATUS_LINE)).read_until(b'\n', &mut line)?;
@@ -110,10 +113,14 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap();
         std::thread::spawn(move || {
-            let (mut socket, _) = listener.accept().unwrap();
-            let mut request = [0_u8; 512];
-            let _ = socket.read(&mut request);
-            let _ = socket.write_all(reply);
+            let (socket, _) = listener.accept().unwrap();
+            // The whole request head before the answer: closing with unread bytes resets.
+            let mut reader = BufReader::new(&socket);
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                line.clear();
+            }
+            let _ = (&socket).write_all(reply);
         });
         address
     }
