@@ -47,10 +47,7 @@ impl UnrecordedChanges {
         events: mpsc::Sender<FeedEvent>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let baseline = sqlx::query_scalar::<_, i64>(TOTAL)
-            .fetch_one(&pool)
-            .await
-            .ok();
+        let baseline = total(&pool).await.ok();
         if let Some(total) = baseline {
             metrics.unrecorded_changes.set(total);
         }
@@ -74,10 +71,7 @@ impl UnrecordedChanges {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let total = match sqlx::query_scalar::<_, i64>(TOTAL)
-                .fetch_one(&self.pool)
-                .await
-            {
+            let total = match total(&self.pool).await {
                 Ok(total) => total,
                 Err(err) => {
                     if !failing {
@@ -120,4 +114,9 @@ impl UnrecordedChanges {
             "changes the triggers could not record (statgate.unrecorded_changes grew); resyncing every signature"
         );
     }
+}
+
+/// The changes the triggers could not record, in total.
+async fn total(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(TOTAL).fetch_one(pool).await
 }

@@ -1,5 +1,6 @@
 //! The edges of a socket's life that are about the transport, not the protocol: counting the
-//! connection while it lives, and ending it so that the client reads why.
+//! connection while it lives, reading the client only when it sent something, and ending it so
+//! that the client reads why.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -8,7 +8,7 @@ use sqlx::PgPool;
 use statgate::config::ChangeFeed;
 use statgate::listener::table::POLLER_APPLICATION_NAME;
 
-use crate::helpers::{converge_to, read_until, wait_for, wait_until, TestApp};
+use crate::helpers::{converge_to, metric, read_until, wait_for, wait_until, TestApp};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -289,19 +289,14 @@ async fn a_change_that_cannot_be_recorded_is_counted_where_operators_see_it_and_
     // earlier change still on its way (the post's own) may be recomputed after this commit.
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let unrecorded = app
-            .metrics_text()
-            .await
-            .lines()
-            .find_map(|line| line.strip_prefix("statgate_unrecorded_changes "))
-            .and_then(|value| value.parse::<f64>().ok());
-        if unrecorded.is_some_and(|n| n >= 2.0) && app.state.metrics().resyncs.get() > resyncs {
+        let unrecorded = metric(&app.metrics_text().await, "statgate_unrecorded_changes");
+        if unrecorded >= 2.0 && app.state.metrics().resyncs.get() > resyncs {
             break;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
             "post_stats and author_comment_counts each lost a change, counted and resynced: \
-             {unrecorded:?}, resyncs {} (before {resyncs})",
+             {unrecorded}, resyncs {} (before {resyncs})",
             app.state.metrics().resyncs.get()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -588,6 +588,13 @@ pub async fn converge_to(ws: &mut Ws, received: &mut Received, signature: &str, 
 }
 
 /// Polls `condition` every 20 ms; panics with `what` after `within`.
+/// One value of a `/metrics` text, 0 when absent.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
 pub async fn wait_until(within: Duration, what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + within;
     while !condition() {

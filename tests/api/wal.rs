@@ -11,7 +11,8 @@ use statgate::config::ChangeFeed;
 use statgate::Application;
 
 use crate::helpers::{
-    converge_to, fresh_database, wait_until, wait_until_ready, PrivateServer, Received, TestApp, Ws,
+    converge_to, fresh_database, metric, wait_until, wait_until_ready, PrivateServer, Received,
+    TestApp, Ws,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -386,13 +387,6 @@ async fn socket_on(http: &reqwest::Client, port: u16, jwt: &str, post: i64) -> (
         reply["signature"].as_str().expect("signature").to_owned(),
         ws,
     )
-}
-
-/// One value of a `/metrics` text, 0 when absent.
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
